@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "kuberules",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "kuberules", targets: ["kuberules"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
+    ],
+    targets: [
+        // Kubernetes objects, manifest loading, validation, KubeProxyConfiguration.
+        .target(name: "KubeModel", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // The backend-neutral plan: every Kubernetes rule of behaviour lives here, once.
+        .target(name: "KubePlan", dependencies: ["KubeModel", .product(name: "Crypto", package: "swift-crypto")]),
+        // kube-proxy-exact iptables layout (pure).
+        .target(name: "IptablesBackend", dependencies: ["KubePlan"]),
+        // nftables value model (tables, chains, sets, maps, rules as netlink-shaped expressions) + text.
+        .target(name: "NftModel"),
+        // plan -> NftRuleset (pure).
+        .target(name: "NftBackend", dependencies: ["KubePlan", "NftModel"]),
+        // Kernel protocol, in-memory fake, diff and apply logic (pure Swift, no C).
+        .target(name: "NftApply", dependencies: ["NftModel"]),
+        // The C boundary: libmnl + libnftnl.
+        .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl",
+                       providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
+        // The real kernel behind the NftApply protocol (the only Swift target that sees C types).
+        .target(name: "NftNetlink", dependencies: ["CNetfilter", "NftModel", "NftApply"]),
+        .executableTarget(name: "kuberules", dependencies: [
+            "KubeModel", "KubePlan", "IptablesBackend", "NftModel", "NftBackend", "NftApply", "NftNetlink",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KubeModelTests", dependencies: ["KubeModel"]),
+        .testTarget(name: "KubePlanTests", dependencies: ["KubePlan"]),
+        .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "KubePlan", "KubeModel"]),
+        .testTarget(name: "NftTests", dependencies: ["NftModel", "NftApply", "NftBackend", "KubePlan", "KubeModel"]),
+        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "NftNetlink"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
