@@ -1,0 +1,50 @@
+import Crypto
+import KubeModel
+
+/// `NAMESPACE/NAME:PORTNAME`, or `NAMESPACE/NAME` for an unnamed port.
+public struct ServicePortName: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var namespace: String
+    public var name: String
+    public var port: String
+    public let description: String
+
+    public init(namespace: String, name: String, port: String) {
+        self.namespace = namespace; self.name = name; self.port = port
+        description = port.isEmpty ? "\(namespace)/\(name)" : "\(namespace)/\(name):\(port)"
+    }
+
+    public static func < (a: ServicePortName, b: ServicePortName) -> Bool { a.description < b.description }
+}
+
+public enum ChainHash {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".utf8)
+
+    /// RFC 4648 base32 of sha256(text), first `count` characters (count <= 16 uses 10 bytes).
+    public static func base32SHA256(_ text: String, count: Int = 16) -> String {
+        let digest = Array(SHA256.hash(data: Array(text.utf8)))
+        var out = [UInt8]()
+        out.reserveCapacity(count)
+        var buffer: UInt64 = 0
+        var bits = 0
+        var i = 0
+        while out.count < count {
+            if bits < 5 {
+                buffer = (buffer << 8) | UInt64(digest[i]); i += 1; bits += 8
+            }
+            let idx = Int((buffer >> UInt64(bits - 5)) & 31)
+            bits -= 5
+            out.append(alphabet[idx])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The 16-character hash kube-proxy uses for KUBE-SVC/SVL/EXT/FW chains.
+    public static func portProto(_ spn: String, _ proto: L4Protocol) -> String {
+        base32SHA256(spn + proto.lower)
+    }
+
+    /// The 16-character hash for a KUBE-SEP chain (`endpoint` is `IP:PORT` or `[IP]:PORT`).
+    public static func endpoint(_ spn: String, _ proto: L4Protocol, _ endpoint: String) -> String {
+        base32SHA256(spn + proto.lower + endpoint)
+    }
+}

@@ -1,0 +1,275 @@
+import KubeModel
+
+/// One endpoint of one service port, as the proxy sees it.
+public struct PlannedEndpoint: Sendable, Hashable {
+    public var ip: IPAddress
+    public var port: Int
+    public var isLocal: Bool
+    public var ready: Bool
+    public var serving: Bool
+    public var terminating: Bool
+    public var zoneHints: [String]
+    public var nodeHints: [String]
+    /// `IP:PORT`, or `[IP]:PORT` for IPv6 (Go's net.JoinHostPort).
+    public let hostPort: String
+
+    public init(ip: IPAddress, port: Int, isLocal: Bool, ready: Bool, serving: Bool, terminating: Bool,
+                zoneHints: [String] = [], nodeHints: [String] = []) {
+        self.ip = ip; self.port = port; self.isLocal = isLocal; self.ready = ready; self.serving = serving
+        self.terminating = terminating; self.zoneHints = zoneHints; self.nodeHints = nodeHints
+        hostPort = ip.family == .ipv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
+    }
+}
+
+/// What happens to traffic that has no usable endpoint.
+public enum NoEndpointAction: Sendable, Hashable {
+    /// The service has no endpoints at all: `"SPN has no endpoints"`, REJECT.
+    case reject
+    /// Local policy and no local endpoint: `"SPN has no local endpoints"`, DROP.
+    case drop
+}
+
+/// Which endpoint set a kind of traffic uses.
+public enum PolicyTarget: Sendable, Hashable { case cluster, local }
+
+/// One service port in one IP family, with every Kubernetes rule of behaviour decided.
+public struct ServicePortPlan: Sendable {
+    public var name: ServicePortName
+    public var nameString: String { name.description }
+    public var proto: L4Protocol
+    public var clusterIP: IPAddress
+    public var port: Int
+    public var nodePort: Int
+    public var externalIPs: [IPAddress]
+    /// LoadBalancer ingress IPs of this family (ipMode Proxy left out).
+    public var loadBalancerIPs: [IPAddress]
+    public var sourceRanges: [CIDR]
+    public var healthCheckNodePort: Int
+    /// ClientIP affinity timeout in seconds, nil when affinity is off.
+    public var affinityTimeout: Int?
+    public var internalPolicyLocal: Bool
+    public var externalPolicyLocal: Bool
+
+    /// Endpoints for Cluster policy (ready, topology-filtered, else serving+terminating).
+    public var clusterEndpoints: [PlannedEndpoint]
+    /// Endpoints on this node for Local policy (ready, else serving+terminating).
+    public var localEndpoints: [PlannedEndpoint]
+    /// Every endpoint some rule may DNAT to (sorted by hostPort).
+    public var reachableEndpoints: [PlannedEndpoint]
+    /// True if the service has any usable endpoint anywhere in the cluster.
+    public var hasEndpoints: Bool
+
+    // MARK: derived decisions
+
+    public var externallyAccessible: Bool { nodePort != 0 || !loadBalancerIPs.isEmpty || !externalIPs.isEmpty }
+    public var usesClusterEndpoints: Bool { !internalPolicyLocal || (externallyAccessible && !externalPolicyLocal) }
+    public var usesLocalEndpoints: Bool { internalPolicyLocal || (externallyAccessible && externalPolicyLocal) }
+
+    /// Internal (ClusterIP) traffic has somewhere to go.
+    public var hasInternalEndpoints: Bool { internalPolicyLocal ? (hasEndpoints && !localEndpoints.isEmpty) : hasEndpoints }
+    /// External (NodePort, externalIP, LB) traffic from outside has somewhere to go.
+    public var hasExternalEndpoints: Bool { externalPolicyLocal ? (hasEndpoints && !localEndpoints.isEmpty) : hasEndpoints }
+    public var internalTarget: PolicyTarget { internalPolicyLocal ? .local : .cluster }
+    public var externalTarget: PolicyTarget { externalPolicyLocal ? .local : .cluster }
+
+    /// What to do with ClusterIP traffic when there is no internal endpoint.
+    public var internalNoEndpoints: NoEndpointAction? {
+        if !hasEndpoints { return .reject }
+        return hasInternalEndpoints ? nil : .drop
+    }
+    /// What to do with external traffic when there is no external endpoint.
+    public var externalNoEndpoints: NoEndpointAction? {
+        if !hasEndpoints { return .reject }
+        return hasExternalEndpoints ? nil : .drop
+    }
+
+    public var usesClusterPolicy: Bool { !clusterEndpoints.isEmpty && usesClusterEndpoints }
+    public var usesLocalPolicy: Bool { !localEndpoints.isEmpty && usesLocalEndpoints }
+    /// The external-destinations dispatch (KUBE-EXT) exists even without external endpoints,
+    /// for the short-circuit of pod and host traffic.
+    public var usesExternalDispatch: Bool { hasEndpoints && externallyAccessible }
+    /// LoadBalancer source ranges are enforced.
+    public var usesFirewall: Bool { hasEndpoints && !loadBalancerIPs.isEmpty && !sourceRanges.isEmpty }
+    /// A source range contains the node's own IP, so LB-VIP-sourced traffic from the node is allowed.
+    public var allowFromNode: Bool
+
+    public func endpoints(for target: PolicyTarget) -> [PlannedEndpoint] {
+        target == .cluster ? clusterEndpoints : localEndpoints
+    }
+}
+
+/// The backend-neutral plan for one IP family.
+public struct Plan: Sendable {
+    public var family: IPFamily
+    public var nodeName: String
+    public var services: [ServicePortPlan]
+    public var masqueradeBit: Int
+    public var masqueradeMark: UInt32 { 1 << UInt32(masqueradeBit) }
+    public var masqueradeAll: Bool
+    public var localDetector: LocalDetector
+    public var nodePorts: NodePortSelection
+    /// IPv4 only: NodePorts answer on 127.0.0.0/8 (and KUBE-FIREWALL guards route_localnet).
+    public var localhostNodePorts: Bool
+    public var primaryNodeIP: IPAddress?
+    /// Sum of endpoints over all service ports (kube-proxy's large-cluster switch counts these).
+    public var totalEndpoints: Int
+    /// Above 1000 endpoints kube-proxy drops per-endpoint comments.
+    public var largeClusterMode: Bool { totalEndpoints > 1000 }
+    public var ipvsScheduler: String
+    /// Every ClusterIP of this family that has at least one service port (for unknown-port rejects).
+    public var clusterIPs: [IPAddress] {
+        Array(Set(services.map(\.clusterIP))).sorted()
+    }
+}
+
+public enum Planner {
+    /// Builds the plan for one family. Deterministic: services sorted by service port name.
+    public static func plan(cluster: Cluster, node: NodeConfig, family: IPFamily) -> Plan {
+        // Endpoint slices by service, this family only; v1 Endpoints only where no slice exists.
+        var slicesByService = [String: [EndpointSlice]]()
+        var servicesWithSlices = Set<String>()
+        for s in cluster.slices {
+            let key = s.ref.namespace + "/" + s.serviceName
+            servicesWithSlices.insert(key)
+            if s.family == family { slicesByService[key, default: []].append(s) }
+        }
+        for s in cluster.legacyEndpoints {
+            let key = s.ref.namespace + "/" + s.serviceName
+            if servicesWithSlices.contains(key) { continue }
+            if s.family == family { slicesByService[key, default: []].append(s) }
+        }
+        for k in slicesByService.keys { slicesByService[k]!.sort { $0.ref.name < $1.ref.name } }
+
+        let zone = node.zone
+        let primary = node.primaryIP(family)
+        var out = [ServicePortPlan]()
+        out.reserveCapacity(cluster.services.count)
+        var total = 0
+        for svc in cluster.services {
+            if svc.type == .externalName || svc.headless { continue }
+            guard let clusterIP = svc.clusterIPs.first(where: { $0.family == family }) else { continue }
+            let key = svc.namespace + "/" + svc.name
+            let slices = slicesByService[key] ?? []
+            let externalIPs = svc.externalIPs.filter { $0.family == family }
+            let lbIPs = svc.loadBalancerIngress.filter { $0.ip.family == family && !$0.proxyMode }.map(\.ip)
+            let ranges = svc.loadBalancerSourceRanges.filter { $0.family == family }
+            let externallyAccessibleService = svc.type == .loadBalancer || svc.type == .nodePort ||
+                (svc.type == .clusterIP && !svc.externalIPs.isEmpty)
+            let eLocal = externallyAccessibleService && svc.externalTrafficPolicy == .local
+            let iLocal = svc.internalTrafficPolicy == .local
+            let hcPort = (svc.type == .loadBalancer && svc.externalTrafficPolicy == .local) ? svc.healthCheckNodePort : 0
+            for sp in svc.ports {
+                let spn = ServicePortName(namespace: svc.namespace, name: svc.name, port: sp.name)
+                let all = endpoints(for: sp, slices: slices, nodeName: node.nodeName)
+                total += all.count
+                var plan = ServicePortPlan(
+                    name: spn, proto: sp.proto, clusterIP: clusterIP, port: sp.port, nodePort: sp.nodePort,
+                    externalIPs: externalIPs, loadBalancerIPs: lbIPs, sourceRanges: ranges,
+                    healthCheckNodePort: hcPort, affinityTimeout: svc.affinityTimeout,
+                    internalPolicyLocal: iLocal, externalPolicyLocal: eLocal,
+                    clusterEndpoints: [], localEndpoints: [], reachableEndpoints: [], hasEndpoints: false,
+                    allowFromNode: primary.map { ip in ranges.contains { $0.contains(ip) } } ?? false)
+                categorize(&plan, all, nodeName: node.nodeName, zone: zone)
+                out.append(plan)
+            }
+        }
+        out.sort { $0.name.description < $1.name.description }
+        let (nodePorts, localhost) = node.nodePortSelection(family)
+        return Plan(family: family, nodeName: node.nodeName, services: out, masqueradeBit: node.proxy.masqueradeBit,
+                    masqueradeAll: node.proxy.masqueradeAll, localDetector: node.localDetector(family),
+                    nodePorts: nodePorts, localhostNodePorts: localhost, primaryNodeIP: primary,
+                    totalEndpoints: total, ipvsScheduler: node.proxy.ipvsScheduler)
+    }
+
+    /// All endpoints of one service port, deduplicated by IP:PORT (a ready copy wins), sorted by IP:PORT.
+    static func endpoints(for sp: ServicePort, slices: [EndpointSlice], nodeName: String) -> [PlannedEndpoint] {
+        var byKey = [String: PlannedEndpoint]()
+        for slice in slices {
+            for p in slice.ports where p.name == sp.name && p.proto == sp.proto {
+                guard let port = p.port else { continue }
+                for e in slice.endpoints {
+                    let pe = PlannedEndpoint(ip: e.address, port: port, isLocal: !nodeName.isEmpty && e.nodeName == nodeName,
+                                             ready: e.ready, serving: e.serving, terminating: e.terminating,
+                                             zoneHints: e.zoneHints, nodeHints: e.nodeHints)
+                    if let existing = byKey[pe.hostPort], existing.ready && !pe.ready { continue }
+                    byKey[pe.hostPort] = pe
+                }
+            }
+        }
+        return byKey.values.sorted { $0.hostPort < $1.hostPort }
+    }
+
+    /// kube-proxy's CategorizeEndpoints: cluster, local and reachable sets, with topology and
+    /// the serving-terminating fallback.
+    static func categorize(_ plan: inout ServicePortPlan, _ all: [PlannedEndpoint], nodeName: String, zone: String) {
+        var cluster = [PlannedEndpoint]()
+        var useTopology = false
+        var hasAny = false
+        if plan.usesClusterEndpoints {
+            let mode = topologyMode(all, nodeName: nodeName, zone: zone)
+            useTopology = mode != .none
+            cluster = all.filter { ep in
+                guard ep.ready else { return false }
+                switch mode {
+                case .none: return true
+                case .node: return ep.nodeHints.contains(nodeName)
+                case .zone: return ep.zoneHints.contains(zone)
+                }
+            }
+            if cluster.isEmpty { cluster = all.filter { $0.serving && $0.terminating } }
+            hasAny = !cluster.isEmpty
+        }
+        plan.clusterEndpoints = cluster
+        guard plan.usesLocalEndpoints else {
+            plan.reachableEndpoints = cluster
+            plan.hasEndpoints = hasAny
+            return
+        }
+        var localReady = false, localTerminating = false
+        for ep in all {
+            if ep.ready {
+                hasAny = true
+                if ep.isLocal { localReady = true }
+            } else if ep.serving && ep.terminating {
+                hasAny = true
+                if ep.isLocal { localTerminating = true }
+            }
+        }
+        var local = [PlannedEndpoint]()
+        var usedTerminating = false
+        if localReady {
+            local = all.filter { $0.isLocal && $0.ready }
+        } else if localTerminating {
+            usedTerminating = true
+            local = all.filter { $0.isLocal && $0.serving && $0.terminating }
+        }
+        plan.localEndpoints = local
+        plan.hasEndpoints = hasAny
+        if !plan.usesClusterEndpoints {
+            plan.reachableEndpoints = local
+        } else if !useTopology && !usedTerminating {
+            plan.reachableEndpoints = cluster
+        } else {
+            var merged = [String: PlannedEndpoint]()
+            for ep in cluster { merged[ep.hostPort] = ep }
+            for ep in local { merged[ep.hostPort] = ep }
+            plan.reachableEndpoints = merged.values.sorted { $0.hostPort < $1.hostPort }
+        }
+    }
+
+    enum TopologyMode { case none, node, zone }
+
+    /// Hints are used only when every ready endpoint has them and one matches this node (name, else zone).
+    static func topologyMode(_ all: [PlannedEndpoint], nodeName: String, zone: String) -> TopologyMode {
+        var forNode = false, allNodeHints = true, forZone = false, allZoneHints = true, anyReady = false
+        for ep in all where ep.ready {
+            anyReady = true
+            if ep.nodeHints.isEmpty { allNodeHints = false } else if ep.nodeHints.contains(nodeName) { forNode = true }
+            if ep.zoneHints.isEmpty { allZoneHints = false } else if ep.zoneHints.contains(zone) { forZone = true }
+        }
+        guard anyReady else { return .none }
+        if allNodeHints && forNode && !nodeName.isEmpty { return .node }
+        if allZoneHints && forZone && !zone.isEmpty { return .zone }
+        return .none
+    }
+}
