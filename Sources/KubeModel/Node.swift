@@ -72,7 +72,7 @@ enum YamlConversion {
             return .string(s.string)
         default: break
         }
-        switch Tag.Name(rawValue: s.tag.rawValue) {
+        switch Tag.Name(rawValue: Node.scalar(s).tag.rawValue) {
         case .null: return .null
         case .bool:
             if let b = Bool.construct(from: s) { return .bool(b) }

@@ -62,7 +62,8 @@ public struct ServicePortPlan: Sendable {
     // MARK: derived decisions
 
     public var externallyAccessible: Bool { nodePort != 0 || !loadBalancerIPs.isEmpty || !externalIPs.isEmpty }
-    public var usesClusterEndpoints: Bool { !internalPolicyLocal || (externallyAccessible && !externalPolicyLocal) }
+    /// Cluster endpoints are needed by Cluster policies, and by eTP=Local too (short-circuit of pod and host traffic).
+    public var usesClusterEndpoints: Bool { !internalPolicyLocal || externallyAccessible }
     public var usesLocalEndpoints: Bool { internalPolicyLocal || (externallyAccessible && externalPolicyLocal) }
 
     /// Internal (ClusterIP) traffic has somewhere to go.

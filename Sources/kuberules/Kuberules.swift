@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import KubeModel
+import KubePlan
+
+/// Exit codes: 0 ok, 1 differences found, 2 bad input or usage, 3 kernel failure.
+enum Exit {
+    static let ok: Int32 = 0
+    static let differences: Int32 = 1
+    static let badInput: Int32 = 2
+    static let kernel: Int32 = 3
+}
+
+@main
+struct Kuberules: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kuberules",
+        abstract: "Compile Kubernetes Services into iptables, nftables or IPVS rules, check them, apply them.",
+        discussion: """
+        kuberules reads Services, EndpointSlices (or v1 Endpoints) and Nodes as `kubectl get -o yaml|json`
+        prints them, plus an optional KubeProxyConfiguration, and produces the rules kube-proxy would
+        program on one node.
+
+        Exit codes: 0 ok, 1 differences found, 2 bad input or usage, 3 kernel failure.
+
+        Examples:
+          kubectl get svc,endpointslices,nodes -A -o yaml | kuberules render --node-name worker-1 -
+          kuberules render --backend iptables --config proxy.yaml --node-name n1 cluster/
+          kuberules check --golden expected.iptables --node-name n1 cluster.yaml
+        """,
+        subcommands: [Render.self, Check.self]
+    )
+
+    /// ArgumentParser exits 64 on usage errors; kuberules promises 2.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            let exitCode = Self.exitCode(for: error)
+            if exitCode == .success {
+                Self.exit(withError: error)  // --help, --version
+            }
+            let message = Self.fullMessage(for: error)
+            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+            Foundation.exit(error is ExitCode ? exitCode.rawValue : Exit.badInput)
+        }
+    }
+}
+
+enum Backend: String, ExpressibleByArgument, CaseIterable {
+    case iptables, nftables, ipvs
+}
+
+enum FamilyOption: String, ExpressibleByArgument, CaseIterable {
+    case ipv4, ipv6
+    var family: IPFamily { self == .ipv4 ? .ipv4 : .ipv6 }
+}
+
+/// Options shared by every command that compiles a cluster.
+struct CompileOptions: ParsableArguments {
+    @Option(name: .long, help: "Rules to produce: iptables, nftables or ipvs.")
+    var backend: Backend = .iptables
+
+    @Option(name: .long, help: ArgumentHelp("A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1).", valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("This node's name (overrides hostnameOverride; decides which endpoints are local).", valueName: "name"))
+    var nodeName: String?
+
+    @Option(name: .customLong("node-ip"), help: ArgumentHelp("A node address (repeatable; overrides the Node object's addresses).", valueName: "ip"))
+    var nodeIPs: [String] = []
+
+    @Option(name: .long, help: "IP family to render: ipv4 (iptables) or ipv6 (ip6tables).")
+    var ipFamily: FamilyOption = .ipv4
+
+    @Flag(name: .long, help: "Leave invalid objects out with a warning instead of failing (as kube-proxy does).")
+    var skipInvalid = false
+
+    @Flag(name: .long, help: "iptables: also insert the jumps from the built-in chains (INPUT, FORWARD, OUTPUT, PREROUTING, POSTROUTING).")
+    var withJumps = false
+
+    @Flag(name: .long, help: "iptables: write `MASQUERADE --random-fully`, as kube-proxy does on hosts whose iptables supports it.")
+    var masqueradeRandomFully = false
+
+    @Flag(name: .long, help: "iptables: add kube-proxy's nfacct counters (INVALID drops, localhost NodePorts), as on hosts with nfacct.")
+    var nfacct = false
+
+    @Argument(help: ArgumentHelp("Manifest files or directories (*.yaml, *.yml, *.json, recursively); - for stdin.", valueName: "input"))
+    var inputs: [String] = []
+
+    func validate() throws {
+        if inputs.isEmpty { throw ValidationError("at least one input (a file, a directory or - for stdin) is required") }
+        for ip in nodeIPs where IPAddress(ip) == nil {
+            throw ValidationError("--node-ip: \"\(ip)\" is not a valid IP address")
+        }
+    }
+}
+
+func warn(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

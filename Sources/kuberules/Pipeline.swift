@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import IptablesBackend
+import KubeModel
+import KubePlan
+
+/// Load → validate → plan → backend → text, shared by render and check.
+struct Pipeline {
+    let options: CompileOptions
+
+    /// Loads and plans; prints warnings; on invalid input prints every error and exits 2.
+    func plan() throws -> Plan {
+        do {
+            var proxy = ProxyConfiguration()
+            if let path = options.config { proxy = try ManifestLoader.loadProxyConfiguration(path: path) }
+            var loader = ManifestLoader(skipInvalid: options.skipInvalid)
+            let cluster = try loader.load(paths: options.inputs)
+            for w in loader.warnings { warn(label(w) + w.description) }
+            let (node, notes) = NodeConfig.resolve(proxy: proxy, nodeName: options.nodeName,
+                                                   nodeIPs: options.nodeIPs.compactMap { IPAddress($0) }, cluster: cluster)
+            for n in notes { warn(label(n) + n.description) }
+            return Planner.plan(cluster: cluster, node: node, family: options.ipFamily.family)
+        } catch let e as InputError {
+            for d in e.diagnostics { warn("error: " + d.description) }
+            throw ExitCode(Exit.badInput)
+        }
+    }
+
+    func label(_ d: Diagnostic) -> String {
+        switch d.severity { case .error: "error: "; case .warning: "warning: "; case .note: "note: " }
+    }
+
+    func render() throws -> String {
+        let plan = try plan()
+        switch options.backend {
+        case .iptables:
+            let opts = IptablesOptions(masqueradeRandomFully: options.masqueradeRandomFully, nfacct: options.nfacct)
+            return IptablesBackend.build(plan, options: opts).render(withJumps: options.withJumps)
+        case .nftables, .ipvs:
+            warn("error: the \(options.backend.rawValue) backend is not available in this build yet")
+            throw ExitCode(Exit.badInput)
+        }
+    }
+}
+
+struct Render: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the rules for a cluster (dry run).",
+        discussion: """
+        iptables output is iptables-restore input in a canonical order (tables alphabetically; chains
+        KUBE-NODEPORTS, KUBE-SERVICES, then alphabetically; rules grouped by chain), with kube-proxy's
+        chain names, hashes, rules and comments, so it diffs line by line against a real node.
+
+        Examples:
+          kuberules render --node-name node-a Fixtures/example
+          kuberules render --config proxy.yaml --ip-family ipv6 cluster.yaml
+          kubectl get svc,endpointslices,nodes -A -o json | kuberules render --node-name node-a -
+          kuberules render --with-jumps cluster.yaml | unshare -n iptables-restore --noflush
+        """)
+
+    @OptionGroup var options: CompileOptions
+
+    func run() throws {
+        let text = try Pipeline(options: options).render()
+        FileHandle.standardOutput.write(Data(text.utf8))
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compare the rendered rules with a golden file.",
+        discussion: """
+        Exits 0 when the rendered rules equal the golden file, 1 with a unified diff on stdout when
+        they differ (or the golden file is missing), 2 on bad input. --update rewrites the golden file.
+
+        Examples:
+          kuberules check --golden Fixtures/basic/expected.iptables --node-name n1 Fixtures/basic/cluster.yaml
+          kuberules check --update --golden expected.iptables cluster.yaml
+        """)
+
+    @Option(name: .long, help: ArgumentHelp("The golden file to compare with.", valueName: "file"))
+    var golden: String
+
+    @Flag(name: .long, help: "Rewrite the golden file with the rendered rules.")
+    var update = false
+
+    @OptionGroup var options: CompileOptions
+
+    func run() throws {
+        let text = try Pipeline(options: options).render()
+        if update {
+            do {
+                try Data(text.utf8).write(to: URL(fileURLWithPath: golden))
+            } catch {
+                warn("error: \(golden): cannot be written: \(error.localizedDescription)")
+                throw ExitCode(Exit.badInput)
+            }
+            warn("updated \(golden)")
+            return
+        }
+        guard let data = FileManager.default.contents(atPath: golden) else {
+            print("golden file \(golden) does not exist (use --update to create it)")
+            throw ExitCode(Exit.differences)
+        }
+        let expected = String(decoding: data, as: UTF8.self)
+        if expected == text { return }
+        print(UnifiedDiff.diff(expected, text, fromLabel: golden, toLabel: "rendered"), terminator: "")
+        throw ExitCode(Exit.differences)
+    }
+}
