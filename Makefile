@@ -1,0 +1,49 @@
+# kuberules — build, run the bundled example, test, benchmark.
+SWIFT      ?= swift
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the build, the tests and the benchmarks need.
+APT_PACKAGES := libmnl-dev libnftnl-dev pkg-config nftables iptables iproute2 util-linux
+BIN        := .build/debug/kuberules
+EXAMPLE    := Fixtures/example
+
+.PHONY: all deps build run test test-unit test-kernel record bench clean
+
+all: build
+
+## deps: install the Debian packages that are missing (apt-get; uses sudo when not root)
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## build: debug build of the kuberules binary
+build: deps
+	$(SWIFT) build --product kuberules
+
+## run: build, then print the iptables rules of the bundled example cluster
+run: build
+	$(BIN) render --backend iptables --config $(EXAMPLE)/proxy-config.yaml $$(cat $(EXAMPLE)/args) $(EXAMPLE)/cluster.yaml
+
+## test: unit, golden and CLI tests; kernel tests in network namespaces when root
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --skip KernelTests
+	@$(MAKE) --no-print-directory test-kernel
+
+## test-kernel: tests that program a real kernel, each inside a network namespace it creates
+test-kernel:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "SKIPPED kernel tests: they need root to create network namespaces (CI runs as root)"; \
+	else \
+	  unshare -n $(SWIFT) test --skip-build --filter KernelTests; \
+	fi
+
+## record: rewrite the golden files under Fixtures/ from the current build
+record:
+	$(SWIFT) build --build-tests
+	KUBERULES_RECORD=1 $(SWIFT) test --skip-build --filter GoldenTests
+
+clean:
+	rm -rf .build

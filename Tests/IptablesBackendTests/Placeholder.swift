@@ -1,2 +1,0 @@
-import XCTest
-final class IptablesBackendTestsPlaceholder: XCTestCase { func testNothing() {} }

@@ -1,2 +1,0 @@
-import XCTest
-final class KubeModelTestsPlaceholder: XCTestCase { func testNothing() {} }

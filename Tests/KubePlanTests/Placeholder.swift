@@ -1,2 +1,0 @@
-import XCTest
-final class KubePlanTestsPlaceholder: XCTestCase { func testNothing() {} }

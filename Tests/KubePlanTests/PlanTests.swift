@@ -1,0 +1,119 @@
+import XCTest
+import KubeModel
+@testable import KubePlan
+
+final class PlanTests: XCTestCase {
+    func testHashTestVectors() {
+        XCTAssertEqual(ChainHash.base32SHA256("ns1/svc1:p80tcp"), "XPGD46QRK7WJZT7O")
+        XCTAssertEqual(ChainHash.base32SHA256("ns1/svc1:p80tcp10.180.0.1:80"), "SXIVWICOYRO3J4NJ")
+        XCTAssertEqual(ChainHash.base32SHA256("ns5/svc5:p80tcp"), "NUKIZ6OKUXPJNT4C")
+        XCTAssertEqual(ChainHash.base32SHA256("ns1/svc1tcp"), "AQI2S6QIMU7PVVRP")
+        XCTAssertEqual(ChainHash.portProto("ns1/svc1:p80", .tcp), "XPGD46QRK7WJZT7O")
+        XCTAssertEqual(ChainHash.endpoint("ns1/svc1:p80", .tcp, "10.180.0.1:80"), "SXIVWICOYRO3J4NJ")
+    }
+
+    func testServicePortName() {
+        XCTAssertEqual(ServicePortName(namespace: "ns1", name: "svc1", port: "p80").description, "ns1/svc1:p80")
+        XCTAssertEqual(ServicePortName(namespace: "ns1", name: "svc1", port: "").description, "ns1/svc1")
+    }
+
+    func ep(_ ip: String, ready: Bool = true, serving: Bool? = nil, terminating: Bool = false, node: String? = nil,
+            zones: [String] = [], nodes: [String] = []) -> Endpoint {
+        Endpoint(address: IPAddress(ip)!, ready: ready, serving: serving, terminating: terminating, nodeName: node,
+                 zoneHints: zones, nodeHints: nodes)
+    }
+
+    func plan(_ endpoints: [Endpoint], type: ServiceType = .clusterIP, eTP: TrafficPolicy = .cluster, iTP: TrafficPolicy = .cluster,
+              labels: [String: String] = [:]) -> ServicePortPlan {
+        var cluster = Cluster()
+        var svc = Service(ref: ObjectRef(kind: "Service", namespace: "ns", name: "svc", file: "f"))
+        svc.type = type
+        svc.clusterIPs = [IPAddress("10.96.0.1")!]
+        svc.ports = [ServicePort(name: "p", proto: .tcp, port: 80, nodePort: type == .clusterIP ? 0 : 30000)]
+        svc.externalTrafficPolicy = eTP
+        svc.internalTrafficPolicy = iTP
+        cluster.services = [svc]
+        var slice = EndpointSlice(ref: ObjectRef(kind: "EndpointSlice", namespace: "ns", name: "svc-1", file: "f"),
+                                  serviceName: "svc", family: .ipv4)
+        slice.ports = [EndpointPort(name: "p", port: 8080, proto: .tcp)]
+        slice.endpoints = endpoints
+        cluster.slices = [slice]
+        let node = NodeConfig(nodeName: "me", labels: labels)
+        return Planner.plan(cluster: cluster, node: node, family: .ipv4).services[0]
+    }
+
+    func ips(_ e: [PlannedEndpoint]) -> [String] { e.map { $0.ip.description } }
+
+    func testReadyEndpointsSortedAsStrings() {
+        let p = plan([ep("10.0.0.2"), ep("10.0.0.10"), ep("10.0.0.3", ready: false)])
+        XCTAssertEqual(ips(p.clusterEndpoints), ["10.0.0.10", "10.0.0.2"])
+        XCTAssertTrue(p.hasEndpoints)
+    }
+
+    func testTerminatingFallback() {
+        let p = plan([ep("10.0.0.1", ready: false, serving: true, terminating: true),
+                      ep("10.0.0.2", ready: false, serving: false, terminating: true),
+                      ep("10.0.0.3", ready: false)])
+        XCTAssertEqual(ips(p.clusterEndpoints), ["10.0.0.1"])
+        XCTAssertTrue(p.hasEndpoints)
+        // Unset serving follows ready: a not-ready terminating endpoint is not serving.
+        let q = plan([ep("10.0.0.1", ready: false, terminating: true)])
+        XCTAssertTrue(q.clusterEndpoints.isEmpty)
+        XCTAssertFalse(q.hasEndpoints)
+        XCTAssertEqual(q.internalNoEndpoints, .reject)
+    }
+
+    func testLocalPolicyPrefersReadyThenTerminatingLocal() {
+        let p = plan([ep("10.0.0.1", node: "me", ), ep("10.0.0.2", node: "other")], type: .nodePort, eTP: .local)
+        XCTAssertEqual(ips(p.localEndpoints), ["10.0.0.1"])
+        XCTAssertEqual(ips(p.clusterEndpoints), ["10.0.0.1", "10.0.0.2"])
+        XCTAssertNil(p.externalNoEndpoints)
+        let q = plan([ep("10.0.0.1", ready: false, serving: true, terminating: true, node: "me"), ep("10.0.0.2", node: "other")],
+                     type: .nodePort, eTP: .local)
+        XCTAssertEqual(ips(q.localEndpoints), ["10.0.0.1"])
+        XCTAssertEqual(ips(q.clusterEndpoints), ["10.0.0.2"])
+        XCTAssertEqual(ips(q.reachableEndpoints), ["10.0.0.1", "10.0.0.2"])
+        let r = plan([ep("10.0.0.2", node: "other")], type: .nodePort, eTP: .local)
+        XCTAssertEqual(r.externalNoEndpoints, .drop)
+        XCTAssertNil(r.internalNoEndpoints)
+    }
+
+    func testInternalTrafficPolicyLocal() {
+        let p = plan([ep("10.0.0.2", node: "other")], iTP: .local)
+        XCTAssertEqual(p.internalNoEndpoints, .drop)
+        XCTAssertFalse(p.usesClusterPolicy)
+        let q = plan([ep("10.0.0.1", node: "me"), ep("10.0.0.2", node: "other")], iTP: .local)
+        XCTAssertEqual(ips(q.reachableEndpoints), ["10.0.0.1"])
+        XCTAssertEqual(q.internalTarget, .local)
+    }
+
+    func testZoneHints() {
+        let zone = ["topology.kubernetes.io/zone": "a"]
+        let p = plan([ep("10.0.0.1", zones: ["a"]), ep("10.0.0.2", zones: ["b"])], labels: zone)
+        XCTAssertEqual(ips(p.clusterEndpoints), ["10.0.0.1"])
+        // One ready endpoint without hints: hints are ignored.
+        let q = plan([ep("10.0.0.1", zones: ["a"]), ep("10.0.0.2")], labels: zone)
+        XCTAssertEqual(ips(q.clusterEndpoints), ["10.0.0.1", "10.0.0.2"])
+        // No hint for our zone: ignored.
+        let r = plan([ep("10.0.0.1", zones: ["b"]), ep("10.0.0.2", zones: ["c"])], labels: zone)
+        XCTAssertEqual(ips(r.clusterEndpoints), ["10.0.0.1", "10.0.0.2"])
+        // Node hints win when every ready endpoint has them.
+        let s = plan([ep("10.0.0.1", zones: ["a"], nodes: ["other"]), ep("10.0.0.2", zones: ["a"], nodes: ["me"])], labels: zone)
+        XCTAssertEqual(ips(s.clusterEndpoints), ["10.0.0.2"])
+    }
+
+    func testNodePortSelection() {
+        var proxy = ProxyConfiguration()
+        let node = { (p: ProxyConfiguration) in NodeConfig(nodeName: "n", nodeIPs: [IPAddress("192.168.0.2")!, IPAddress("10.1.0.2")!], proxy: p) }
+        XCTAssertEqual(node(proxy).nodePortSelection(.ipv4).0, .all)
+        XCTAssertTrue(node(proxy).nodePortSelection(.ipv4).localhost)
+        XCTAssertFalse(node(proxy).nodePortSelection(.ipv6).localhost)
+        proxy.nodePortAddresses = ["192.168.0.0/24", "2001:db8::/64"]
+        XCTAssertEqual(node(proxy).nodePortSelection(.ipv4).0, .addresses([IPAddress("192.168.0.2")!]))
+        XCTAssertFalse(node(proxy).nodePortSelection(.ipv4).localhost)
+        proxy.nodePortAddresses = ["127.0.0.0/8", "10.0.0.0/8"]
+        XCTAssertEqual(node(proxy).nodePortSelection(.ipv4).0, .addresses([IPAddress("10.1.0.2")!, IPAddress("127.0.0.1")!]))
+        proxy.nodePortAddresses = ["primary"]
+        XCTAssertEqual(node(proxy).nodePortSelection(.ipv4).0, .addresses([IPAddress("192.168.0.2")!]))
+    }
+}
