@@ -1,0 +1,218 @@
+// The nftables value model: what a kernel ruleset is, as plain Sendable values.
+//
+// Everything here is pure Swift. A rule is an ordered list of `NftExpr`, each of which maps
+// 1:1 onto one netlink expression; the builders in Builders.swift produce the exact sequences
+// `nft` emits for the equivalent text, and Render.swift turns the same values back into an
+// `nft -f` script.
+
+/// nftables address family of a table.
+public enum NftFamily: String, Sendable, Hashable, CaseIterable, Comparable {
+    case ip, ip6, inet
+
+    /// NFPROTO_* value used on netlink.
+    public var netlinkValue: UInt8 {
+        switch self {
+        case .ip: return 2      // NFPROTO_IPV4
+        case .ip6: return 10    // NFPROTO_IPV6
+        case .inet: return 1    // NFPROTO_INET
+        }
+    }
+
+    public init?(netlinkValue: UInt8) {
+        switch netlinkValue {
+        case 2: self = .ip
+        case 10: self = .ip6
+        case 1: self = .inet
+        default: return nil
+        }
+    }
+
+    public static func < (a: NftFamily, b: NftFamily) -> Bool {
+        a.sortIndex < b.sortIndex
+    }
+
+    private var sortIndex: Int {
+        switch self {
+        case .ip: return 0
+        case .ip6: return 1
+        case .inet: return 2
+        }
+    }
+}
+
+/// A whole desired (or dumped) ruleset: one or more tables.
+public struct NftRuleset: Sendable, Hashable {
+    public var tables: [NftTable]
+
+    public init(tables: [NftTable] = []) {
+        self.tables = tables
+    }
+
+    /// The table with this family and name, if present.
+    public func table(_ family: NftFamily, _ name: String) -> NftTable? {
+        tables.first { $0.family == family && $0.name == name }
+    }
+
+    /// Tables sorted by (family, name): the order used by render and diff.
+    public var sortedTables: [NftTable] {
+        tables.sorted { ($0.family, $0.name) < ($1.family, $1.name) }
+    }
+}
+
+/// Identifies a table.
+public struct NftTableID: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var family: NftFamily
+    public var name: String
+
+    public init(_ family: NftFamily, _ name: String) {
+        self.family = family
+        self.name = name
+    }
+
+    public static func < (a: NftTableID, b: NftTableID) -> Bool {
+        (a.family, a.name) < (b.family, b.name)
+    }
+
+    public var description: String { "table \(family.rawValue) \(name)" }
+}
+
+public struct NftTable: Sendable, Hashable {
+    public var family: NftFamily
+    public var name: String
+    public var comment: String?
+    /// Chains; order has no meaning (render and diff sort by name). Names must be unique.
+    public var chains: [NftChain]
+    /// Sets and maps; order has no meaning. Names must be unique.
+    public var sets: [NftSet]
+
+    public init(family: NftFamily, name: String, comment: String? = nil,
+                chains: [NftChain] = [], sets: [NftSet] = []) {
+        self.family = family
+        self.name = name
+        self.comment = comment
+        self.chains = chains
+        self.sets = sets
+    }
+
+    public var id: NftTableID { NftTableID(family, name) }
+
+    public func chain(_ name: String) -> NftChain? { chains.first { $0.name == name } }
+    public func set(_ name: String) -> NftSet? { sets.first { $0.name == name } }
+
+    public var sortedChains: [NftChain] { chains.sorted { $0.name < $1.name } }
+    public var sortedSets: [NftSet] { sets.sorted { $0.name < $1.name } }
+
+    /// Appends a chain and returns its index (convenience for builders).
+    @discardableResult
+    public mutating func add(_ chain: NftChain) -> Int {
+        chains.append(chain)
+        return chains.count - 1
+    }
+
+    @discardableResult
+    public mutating func add(_ set: NftSet) -> Int {
+        sets.append(set)
+        return sets.count - 1
+    }
+}
+
+public enum NftChainType: String, Sendable, Hashable {
+    case filter, nat, route
+}
+
+public enum NftHook: String, Sendable, Hashable {
+    case prerouting, input, forward, output, postrouting
+
+    /// NF_INET_* hook number.
+    public var netlinkValue: UInt32 {
+        switch self {
+        case .prerouting: return 0
+        case .input: return 1
+        case .forward: return 2
+        case .output: return 3
+        case .postrouting: return 4
+        }
+    }
+
+    public init?(netlinkValue: UInt32) {
+        switch netlinkValue {
+        case 0: self = .prerouting
+        case 1: self = .input
+        case 2: self = .forward
+        case 3: self = .output
+        case 4: self = .postrouting
+        default: return nil
+        }
+    }
+}
+
+public enum NftChainPolicy: String, Sendable, Hashable {
+    case accept, drop
+
+    public var netlinkValue: UInt32 { self == .accept ? 1 : 0 }   // NF_ACCEPT / NF_DROP
+}
+
+/// The hook attachment of a base chain.
+public struct NftBaseChain: Sendable, Hashable {
+    public var type: NftChainType
+    public var hook: NftHook
+    public var priority: Int32
+    public var policy: NftChainPolicy
+
+    public init(type: NftChainType, hook: NftHook, priority: Int32, policy: NftChainPolicy = .accept) {
+        self.type = type
+        self.hook = hook
+        self.priority = priority
+        self.policy = policy
+    }
+}
+
+public struct NftChain: Sendable, Hashable {
+    public var name: String
+    /// nil for a regular chain.
+    public var base: NftBaseChain?
+    /// Ordered rules.
+    public var rules: [NftRule]
+    public var comment: String?
+
+    public init(name: String, base: NftBaseChain? = nil, comment: String? = nil, rules: [NftRule] = []) {
+        self.name = name
+        self.base = base
+        self.comment = comment
+        self.rules = rules
+    }
+
+    /// Convenience: a base chain.
+    public static func base(_ name: String, type: NftChainType, hook: NftHook, priority: Int32,
+                            policy: NftChainPolicy = .accept, comment: String? = nil,
+                            rules: [NftRule] = []) -> NftChain {
+        NftChain(name: name, base: NftBaseChain(type: type, hook: hook, priority: priority, policy: policy),
+                 comment: comment, rules: rules)
+    }
+
+    /// Same chain definition (name, hook, comment), ignoring rules.
+    public func sameDefinition(as other: NftChain) -> Bool {
+        name == other.name && base == other.base && comment == other.comment
+    }
+}
+
+/// A rule: an ordered list of netlink-shaped expressions plus an optional comment.
+public struct NftRule: Sendable, Hashable {
+    public var exprs: [NftExpr]
+    public var comment: String?
+
+    public init(_ exprs: [NftExpr], comment: String? = nil) {
+        self.exprs = exprs
+        self.comment = comment
+    }
+
+    /// Builds a rule from statements (see Builders.swift): `NftRule(.l4protoIs(.tcp), .verdict(.accept))`.
+    public init(_ statements: NftStatement..., comment: String? = nil) {
+        self.init(statements: statements, comment: comment)
+    }
+
+    public init(statements: [NftStatement], comment: String? = nil) {
+        self.exprs = statements.flatMap { $0.exprs }
+        self.comment = comment
+    }
+}

@@ -1,2 +1,0 @@
-import XCTest
-final class NftTestsPlaceholder: XCTestCase { func testNothing() {} }
