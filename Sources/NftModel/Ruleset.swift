@@ -216,3 +216,25 @@ public struct NftRule: Sendable, Hashable {
         self.comment = comment
     }
 }
+
+extension NftRuleset {
+    /// The same ruleset with every unordered collection sorted (tables by id, chains and
+    /// sets by name, elements by key): two rulesets describe the same kernel state exactly
+    /// when their canonical forms are equal.
+    public func canonical() -> NftRuleset {
+        NftRuleset(tables: sortedTables.map { $0.canonical() })
+    }
+}
+
+extension NftTable {
+    public func canonical() -> NftTable {
+        var t = self
+        t.chains = sortedChains
+        t.sets = sortedSets.map { s in
+            var s = s
+            s.elements.sort { $0.key < $1.key }
+            return s
+        }
+        return t
+    }
+}

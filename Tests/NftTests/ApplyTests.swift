@@ -1,0 +1,217 @@
+import XCTest
+import NftModel
+import NftApply
+
+final class ApplyTests: XCTestCase {
+    let id = NftTableID(.ip, "kuberules")
+
+    func applier(_ k: FakeNftKernel, _ v: NftKernelVersion = NftKernelVersion(6, 18)) -> NftApplier {
+        NftApplier(kernel: k, kernelVersion: v)
+    }
+
+    func testApplyTwiceSecondIsNoOp() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        let desired = NftRuleset.example()
+        let r1 = try a.apply(desired)
+        XCTAssertTrue(r1.committed)
+        XCTAssertGreaterThan(r1.messages, 2)
+        XCTAssertEqual(r1.added.tables, 1)
+        assertSame(k.dump(), desired)
+        let r2 = try a.apply(desired)
+        XCTAssertFalse(r2.committed)
+        XCTAssertEqual(r2.messages, 0)
+        XCTAssertEqual(r2.added.total + r2.changed.total + r2.removed.total, 0)
+        XCTAssertEqual(k.commits, 1)
+        XCTAssertTrue(r2.listing.isEmpty)
+    }
+
+    func testChangingOneElementSendsOnlyThatElement() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        var desired = NftRuleset.example()
+        try a.apply(desired)
+        // Re-point one service: one element replaced (delete old + add new).
+        let si = desired.tables[0].sets.firstIndex { $0.name == "service-ips" }!
+        desired.tables[0].sets[si].elements[1] = .verdict([.ipv4("172.30.0.42"), .proto(.udp), .port(53)], .goto("service-x"))
+        let r = try a.apply(desired)
+        XCTAssertEqual(k.lastBatch.count, 2)
+        guard case .deleteElements(_, let d) = k.lastBatch[0], case .addElements(_, let ad) = k.lastBatch[1] else {
+            return XCTFail("unexpected batch \(k.lastBatch)")
+        }
+        XCTAssertEqual(d.elements.count, 1)
+        XCTAssertEqual(ad.elements.count, 1)
+        XCTAssertEqual(r.changed.elements, 1)
+        XCTAssertEqual(r.messages, 4)    // begin, delete element, add element, end
+
+        // A brand-new element: a single add.
+        desired.tables[0].sets[si].elements.append(.verdict([.ipv4("172.30.0.43"), .proto(.tcp), .port(443)], .goto("service-y")))
+        let r2 = try a.apply(desired)
+        XCTAssertEqual(k.lastBatch.count, 1)
+        XCTAssertEqual(r2.added.elements, 1)
+        XCTAssertEqual(r2.messages, 3)
+        assertSame(k.dump(), desired)
+    }
+
+    func testStaleChainAndSetRemovalOrder() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        var desired = NftRuleset.example()
+        try a.apply(desired)
+        // Remove service-y (chain), the map element pointing to it, and the hairpin set (and its use).
+        var t = desired.tables[0]
+        t.chains.removeAll { $0.name == "service-y" }
+        let si = t.sets.firstIndex { $0.name == "service-ips" }!
+        t.sets[si].elements.removeAll { $0.data == .verdict(.goto("service-y")) }
+        t.sets.removeAll { $0.name == "hairpin" }
+        let ei = t.chains.firstIndex { $0.name == "endpoint-x-1" }!
+        t.chains[ei].rules.removeFirst()
+        desired.tables = [t]
+        let r = try a.apply(desired)
+        let kinds = k.lastBatch.map { c -> String in
+            switch c {
+            case .flushChain(_, let n): return "flush \(n)"
+            case .deleteChain(_, let n): return "delchain \(n)"
+            case .deleteSet(_, let n): return "delset \(n)"
+            case .deleteElements(_, let s): return "delelem \(s.name)"
+            case .addRule(_, let n, _): return "rule \(n)"
+            default: return "other"
+            }
+        }
+        XCTAssertEqual(kinds, ["flush endpoint-x-1", "flush service-y", "delelem service-ips", "delset hairpin",
+                               "delchain service-y", "rule endpoint-x-1", "rule endpoint-x-1"])
+        XCTAssertEqual(r.removed.chains, 1)
+        XCTAssertEqual(r.removed.sets, 1)
+        assertSame(k.dump(), desired)
+    }
+
+    func testPre62KernelDefersDeletingChainThatLostMapReference() throws {
+        let k = FakeNftKernel()
+        let a = applier(k, NftKernelVersion(6, 1))
+        var desired = NftRuleset.example()
+        try a.apply(desired)
+        var t = desired.tables[0]
+        t.chains.removeAll { $0.name == "service-y" }
+        let si = t.sets.firstIndex { $0.name == "service-ips" }!
+        t.sets[si].elements.removeAll { $0.data == .verdict(.goto("service-y")) }
+        desired.tables = [t]
+        let r = try a.apply(desired)
+        XCTAssertEqual(r.deferredChainDeletes, ["service-y"])
+        XCTAssertFalse(k.lastBatch.contains { if case .deleteChain = $0 { return true }; return false })
+        XCTAssertEqual(k.tables[id]?.chain("service-y")?.rules, [])
+        // Next apply deletes it.
+        let r2 = try a.apply(desired)
+        XCTAssertEqual(r2.removed.chains, 1)
+        XCTAssertEqual(k.lastBatch, [.deleteChain(id, chain: "service-y")])
+        assertSame(k.dump(), desired)
+    }
+
+    func testRefusedBatchLeavesStateUnchanged() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        var desired = NftRuleset.example()
+        try a.apply(desired)
+        let before = k.dump()
+        let gen = try k.generation()
+        desired.tables[0].chains.append(NftChain(name: "new-chain", rules: [NftRule(.accept)]))
+        let si = desired.tables[0].sets.firstIndex { $0.name == "cluster-ips" }!
+        desired.tables[0].sets[si].elements.append(.element(.ipv4("172.30.0.99")))
+        k.failWhen = { c in if case .addChain(_, let ch) = c, ch.name == "new-chain" { return 22 }; return nil }
+        XCTAssertThrowsError(try a.apply(desired)) { e in
+            guard case NftKernelError.batchRefused(let errs) = e else { return XCTFail("\(e)") }
+            // The chain fails; the rule appended to it fails too (the kernel reports every
+            // failing message of a batch).
+            XCTAssertEqual(errs.first?.object, "chain ip kuberules new-chain")
+            XCTAssertEqual(errs.first?.errno, 22)
+            XCTAssertEqual(errs.count, 2)
+        }
+        assertSame(k.dump(), before)
+        XCTAssertEqual(try k.generation(), gen)
+    }
+
+    func testGenerationBumpIsRetried() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        var foreign = NftTable(family: .ip, name: "filter")
+        foreign.chains = [NftChain(name: "INPUT", base: NftBaseChain(type: .filter, hook: .input, priority: 0))]
+        a.beforeCommit = { attempt in if attempt == 1 { k.install(foreign) } }
+        let r = try a.apply(.example())
+        XCTAssertEqual(r.attempts, 2)
+        XCTAssertTrue(r.committed)
+        XCTAssertEqual(k.tables[foreign.id], foreign)
+        XCTAssertEqual(k.dumpedTables.filter { $0 != self.id }, [])   // never read the foreign table
+    }
+
+    func testTooManyRestartsGivesUp() throws {
+        let k = FakeNftKernel()
+        let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18), maxAttempts: 3)
+        a.beforeCommit = { _ in k.bumpGeneration() }
+        XCTAssertThrowsError(try a.apply(.example()))
+        XCTAssertTrue(k.tables.isEmpty)
+    }
+
+    func testForeignTableUntouchedAndCleanup() throws {
+        let k = FakeNftKernel()
+        let foreign = NftTable(family: .ip, name: "filter", chains: [NftChain(name: "x", rules: [NftRule(.accept)])])
+        k.install(foreign)
+        let a = applier(k)
+        try a.apply(.example())
+        try a.apply(.example())
+        XCTAssertTrue(try a.cleanup(family: .ip, table: "kuberules"))
+        XCTAssertFalse(try a.cleanup(family: .ip, table: "kuberules"))
+        assertSame(k.dump(), NftRuleset(tables: [foreign]))
+    }
+
+    func testChangedSetDefinitionIsRecreatedAndUsersRefilled() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        var desired = NftRuleset.example()
+        try a.apply(desired)
+        let si = desired.tables[0].sets.firstIndex { $0.name == "cluster-ips" }!
+        desired.tables[0].sets[si].comment = "now with a comment"
+        let r = try a.apply(desired)
+        XCTAssertEqual(r.changed.sets, 1)
+        XCTAssertTrue(k.lastBatch.contains(.flushChain(id, chain: "filter-input")))
+        XCTAssertTrue(k.lastBatch.contains(.deleteSet(id, set: "cluster-ips")))
+        assertSame(k.dump(), desired)
+    }
+
+    func testDynamicSetElementsFromPacketPathAreKept() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        try a.apply(.example())
+        k.insertFromPacketPath(id, set: "affinity-x", NftElement(key: [.ipv4("10.9.9.9")], timeoutMs: 1000))
+        let r = try a.apply(.example())
+        XCTAssertFalse(r.committed)
+        XCTAssertEqual(k.tables[id]?.set("affinity-x")?.elements.count, 1)
+    }
+
+    func testInvalidDesiredRulesetIsRejectedBeforeAnyCommit() {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        var desired = NftRuleset.example()
+        desired.tables[0].chains.append(NftChain(name: "bad", rules: [NftRule(.goto("missing"))]))
+        XCTAssertThrowsError(try a.apply(desired))
+        XCTAssertEqual(k.commits, 0)
+        XCTAssertTrue(k.tables.isEmpty)
+    }
+
+    func testDryRunListsChangesWithoutCommitting() throws {
+        let k = FakeNftKernel()
+        let a = applier(k)
+        let r = try a.apply(.example(), dryRun: true)
+        XCTAssertFalse(r.committed)
+        XCTAssertEqual(k.commits, 0)
+        XCTAssertTrue(r.listing.contains("add table ip kuberules"))
+        XCTAssertTrue(r.listing.contains("add rule ip kuberules services ip daddr . meta l4proto . th dport vmap @service-ips"))
+    }
+}
+
+/// Compares two rulesets as kernel states; on failure shows the differing lines of their text.
+func assertSame(_ a: NftRuleset, _ b: NftRuleset, file: StaticString = #filePath, line: UInt = #line) {
+    if a.canonical() == b.canonical() { return }
+    let la = a.render().split(separator: "\n"), lb = b.render().split(separator: "\n")
+    let onlyA = la.filter { !lb.contains($0) }.prefix(10), onlyB = lb.filter { !la.contains($0) }.prefix(10)
+    XCTFail("rulesets differ\nonly in first:\n\(onlyA.joined(separator: "\n"))\nonly in second:\n\(onlyB.joined(separator: "\n"))",
+            file: file, line: line)
+}
