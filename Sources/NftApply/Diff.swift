@@ -171,7 +171,7 @@ public enum NftDiff {
                         || (e.referencedSet.map { goneSets.contains($0) } ?? false)
                 }
             }
-            if recreatedChains.contains(c.name) || refersToGone || h.rules != c.rules {
+            if recreatedChains.contains(c.name) || refersToGone || !sameRules(h.rules, c.rules) {
                 if !h.rules.isEmpty { flush.append(c.name) }
                 refill.append(c)
                 if !recreatedChains.contains(c.name) {
@@ -317,6 +317,11 @@ public enum NftDiff {
                 plan.listing.append("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want))
             }
         }
+    }
+
+    /// Rules compared as the kernel reports them (see `NftRule.canonical()`).
+    static func sameRules(_ a: [NftRule], _ b: [NftRule]) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { $0 == $1 || $0.canonical() == $1.canonical() }
     }
 
     private static func createAll(_ want: NftTable, _ sets: [NftSet], _ chains: [NftChain],

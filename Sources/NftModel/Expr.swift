@@ -300,6 +300,9 @@ public enum NftExpr: Sendable, Hashable {
     /// A counter; its packet/byte counts are kernel state and not part of the value.
     case counter
     case notrack
+    /// A kernel expression kuberules does not model (only ever produced by decoding a dump);
+    /// it never equals a desired expression, so its chain is rewritten.
+    case unknown(String)
 
     /// The kernel expression name (NFTA_EXPR_NAME).
     public var kernelName: String {
@@ -320,6 +323,7 @@ public enum NftExpr: Sendable, Hashable {
         case .reject: return "reject"
         case .counter: return "counter"
         case .notrack: return "notrack"
+        case .unknown(let n): return n
         }
     }
 
@@ -393,6 +397,7 @@ public enum NftExpr: Sendable, Hashable {
         case .reject(let t, let c): return "[ reject type \(t.rawValue) code \(c) ]"
         case .counter: return "[ counter pkts 0 bytes 0 ]"
         case .notrack: return "[ notrack ]"
+        case .unknown(let n): return "[ \(n) (not modelled) ]"
         }
     }
 }

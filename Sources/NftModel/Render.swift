@@ -354,6 +354,8 @@ private struct Decompiler {
             out.append(s + " }")
         case .reject(let type, let code):
             out.append(try rejectText(type, code))
+        case .unknown(let n):
+            throw fail("expression \(n) is not modelled")
         }
     }
 

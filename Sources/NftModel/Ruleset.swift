@@ -229,12 +229,47 @@ extension NftRuleset {
 extension NftTable {
     public func canonical() -> NftTable {
         var t = self
-        t.chains = sortedChains
+        t.chains = sortedChains.map { c in
+            var c = c
+            c.rules = c.rules.map { $0.canonical() }
+            return c
+        }
         t.sets = sortedSets.map { s in
             var s = s
             s.elements.sort { $0.key < $1.key }
             return s
         }
         return t
+    }
+}
+
+extension NftRule {
+    /// The rule as the kernel reports it back: a NAT expression's implied parts are made
+    /// explicit-free (the kernel fills addr/proto max from min and adds the MAP_IPS and
+    /// PROTO_SPECIFIED flags itself). Compare rules through this form.
+    public func canonical() -> NftRule {
+        var r = self
+        r.exprs = exprs.map { $0.canonical() }
+        return r
+    }
+}
+
+extension NftExpr {
+    public func canonical() -> NftExpr {
+        switch self {
+        case .nat(let type, let family, let amin, var amax, let pmin, var pmax, var flags):
+            if amax == amin { amax = nil }
+            if pmax == pmin { pmax = nil }
+            if amin != nil { flags.remove(.mapIPs) }
+            if pmin != nil { flags.remove(.protoSpecified) }
+            return .nat(type: type, family: family, addrMin: amin, addrMax: amax, protoMin: pmin, protoMax: pmax, flags: flags)
+        case .masq(let flags, let pmin, var pmax):
+            if pmax == pmin { pmax = nil }
+            var f = flags
+            if pmin != nil { f.remove(.protoSpecified) }
+            return .masq(flags: f, protoMin: pmin, protoMax: pmax)
+        default:
+            return self
+        }
     }
 }
