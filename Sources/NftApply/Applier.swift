@@ -64,6 +64,14 @@ public final class NftApplier {
     /// Test hook: runs after the state was read and diffed, right before the commit
     /// (argument: the attempt number, from 1).
     public var beforeCommit: ((Int) throws -> Void)?
+    /// Reuse the state this applier committed while the kernel's generation proves nobody
+    /// changed the ruleset since (reading 100k elements back costs seconds). Sets whose
+    /// elements can expire (timeouts) with desired elements disable it.
+    public var reuseCommittedState = true
+    /// The tables as of `generation` (nil value: the table did not exist).
+    private var known: (generation: UInt32, tables: [NftTableID: NftTable?])?
+    /// Whether the last read came from the kernel (false: from the state this applier committed).
+    public private(set) var lastReadFromKernel = true
 
     public init(kernel: NftKernel, kernelVersion: NftKernelVersion? = nil, maxAttempts: Int = 5) {
         self.kernel = kernel
@@ -71,8 +79,18 @@ public final class NftApplier {
         self.maxAttempts = maxAttempts
     }
 
-    /// Reads the current state of the desired tables (consistent with `generation`).
+    /// Reads the current state of the desired tables (consistent with `generation`): from the
+    /// kernel, or from what this applier committed if the generation is unchanged since.
     public func read(_ desired: NftRuleset) throws -> (generation: UInt32, tables: [NftTableID: NftTable]) {
+        if reuseCommittedState, let known, !Self.hasExpiringElements(desired),
+           desired.tables.allSatisfy({ known.tables.keys.contains($0.id) }),
+           try kernel.generation() == known.generation {
+            lastReadFromKernel = false
+            var tables: [NftTableID: NftTable] = [:]
+            for t in desired.tables { if let have = known.tables[t.id] ?? nil { tables[t.id] = have } }
+            return (known.generation, tables)
+        }
+        lastReadFromKernel = true
         while true {
             let gen = try kernel.generation()
             var tables: [NftTableID: NftTable] = [:]
@@ -80,9 +98,27 @@ public final class NftApplier {
                 if let have = try kernel.dumpTable(t.id) { tables[t.id] = have }
             }
             // A change during the dump makes the snapshot inconsistent: read again.
-            if try kernel.generation() == gen { return (gen, tables) }
+            if try kernel.generation() == gen {
+                remember(gen, desired, tables)
+                return (gen, tables)
+            }
         }
     }
+
+    private func remember(_ gen: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable]) {
+        var m: [NftTableID: NftTable?] = [:]
+        for t in desired.tables { m[t.id] = .some(tables[t.id]) }
+        known = (gen, m)
+    }
+
+    static func hasExpiringElements(_ r: NftRuleset) -> Bool {
+        r.tables.contains { $0.sets.contains { s in
+            s.flags.contains(.timeout) && !s.elements.isEmpty || s.elements.contains { $0.timeoutMs != nil }
+        } }
+    }
+
+    /// Forgets the remembered state: the next apply reads the kernel.
+    public func forgetState() { known = nil }
 
     /// The change plan, without committing (`diff`, `--dry-run`).
     public func plan(_ desired: NftRuleset) throws -> NftPlan {
@@ -112,6 +148,18 @@ public final class NftApplier {
             try beforeCommit?(attempt)
             do {
                 let stats = try kernel.commit(plan.changes, generation: state.generation)
+                // Our batch is the only change iff the generation moved by exactly one.
+                known = nil
+                if try kernel.generation() == state.generation &+ 1 {
+                    var tables: [NftTableID: NftTable] = [:]
+                    for t in desired.tables {
+                        var t = t
+                        // Chains kept for deletion on the next apply are still in the kernel (empty).
+                        for name in plan.deferredByTable[t.id] ?? [] { t.chains.append(NftChain(name: name)) }
+                        tables[t.id] = t
+                    }
+                    remember(state.generation &+ 1, desired, tables)
+                }
                 report.messages = stats.messages
                 report.bytes = stats.bytes
                 report.committed = true
@@ -131,6 +179,7 @@ public final class NftApplier {
         let id = NftTableID(family, table)
         for _ in 1...max(1, maxAttempts) {
             let gen = try kernel.generation()
+            known = nil
             do {
                 _ = try kernel.commit([.deleteTable(id)], generation: gen)
                 return true

@@ -48,6 +48,8 @@ public struct NftPlan: Sendable {
     public var unchanged = NftObjectCounts()
     /// Chains flushed but kept for deletion on the next apply (kernels before 6.2).
     public var deferredChainDeletes: [String] = []
+    /// The same, per table.
+    public var deferredByTable: [NftTableID: [String]] = [:]
     /// Human-readable change listing, one line per change.
     public var listing: [String] = []
 
@@ -272,6 +274,7 @@ public enum NftDiff {
             plan.removed.rules += c.rules.count
             if deferred.contains(c.name) {
                 plan.deferredChainDeletes.append(c.name)
+                plan.deferredByTable[id, default: []].append(c.name)
                 plan.listing.append("# chain \(c.name) kept (flushed) until the next apply: kernel \(kernel) < 6.2")
                 continue
             }

@@ -5,7 +5,10 @@
 // Run them as root, the whole test process in one fresh namespace:
 //
 //   swift build --scratch-path .build-nft --build-tests
-//   unshare -n .build-nft/debug/kuberulesPackageTests.xctest KernelTests
+//   unshare -n .build-nft/debug/kuberulesPackageTests.xctest \
+//       KernelTests.NetlinkApplyTests,KernelTests.NetlinkScaleTests
+//
+// (swift-corelibs-xctest selects by Module.Class; a bare module name selects nothing.)
 //
 // Tests inside the namespace start from an empty ruleset (`nft flush ruleset` — only ever
 // after the namespace check). Text loads run `nft -f` in a second fresh namespace
@@ -158,6 +161,11 @@ final class NetlinkApplyTests: KernelTestCase {
         XCTAssertFalse(r.committed)
         XCTAssertEqual(r.messages, 0)
         XCTAssertEqual(r.added.total + r.changed.total + r.removed.total, 0, r.listing.joined(separator: "\n"))
+        // The same from a fresh applier, which must read and decode the kernel's state.
+        let fresh = NftApplier(kernel: kernel)
+        let r2 = try fresh.apply(desired)
+        XCTAssertTrue(fresh.lastReadFromKernel)
+        XCTAssertFalse(r2.committed, r2.listing.joined(separator: "\n"))
         XCTAssertEqual(try command(["nft", "-a", "list", "ruleset"]).out, before)
     }
 
@@ -347,7 +355,12 @@ final class NetlinkScaleTests: KernelTestCase {
         XCTAssertEqual(count.trimmingCharacters(in: .whitespacesAndNewlines), "10000")
         let again = try applier.apply(desired)
         XCTAssertFalse(again.committed)
-        print("scale: re-apply (read + diff only): \(again.summary)")
+        print("scale: re-apply from remembered state (generation check + diff): \(again.summary)")
+        applier.forgetState()
+        let reread = try applier.apply(desired)
+        XCTAssertFalse(reread.committed)
+        XCTAssertTrue(applier.lastReadFromKernel)
+        print("scale: re-apply reading the kernel (dump + decode + diff): \(reread.summary)")
     }
 
     /// KUBERULES_BENCH=1: 100k elements / 20k rules over netlink vs `nft -f` of the same text.
@@ -364,8 +377,13 @@ final class NetlinkScaleTests: KernelTestCase {
                      r.elapsedSeconds, r.messages, Double(r.bytes) / 1e6))
         let t1 = Date()
         let again = try applier.apply(desired)
-        print(String(format: "bench: netlink re-apply (dump + diff, no-op): %.3f s", Date().timeIntervalSince(t1)))
+        print(String(format: "bench: netlink re-apply, remembered state (no-op): %.3f s", Date().timeIntervalSince(t1)))
         XCTAssertFalse(again.committed)
+        applier.forgetState()
+        let t1b = Date()
+        let reread = try applier.apply(desired)
+        print(String(format: "bench: netlink re-apply, dump + decode + diff (no-op): %.3f s", Date().timeIntervalSince(t1b)))
+        XCTAssertFalse(reread.committed)
         let file = try writeTemp(text, name: "bench.nft")
         defer { unlink(file) }
         let t2 = Date()

@@ -215,3 +215,41 @@ func assertSame(_ a: NftRuleset, _ b: NftRuleset, file: StaticString = #filePath
     XCTFail("rulesets differ\nonly in first:\n\(onlyA.joined(separator: "\n"))\nonly in second:\n\(onlyB.joined(separator: "\n"))",
             file: file, line: line)
 }
+
+final class ApplierStateReuseTests: XCTestCase {
+    func testReusesCommittedStateWhileGenerationIsUnchanged() throws {
+        let k = FakeNftKernel()
+        let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
+        var desired = NftRuleset.example()
+        try a.apply(desired)
+        XCTAssertTrue(a.lastReadFromKernel)
+        let dumps = k.dumpedTables.count
+        let si = desired.tables[0].sets.firstIndex { $0.name == "cluster-ips" }!
+        desired.tables[0].sets[si].elements.append(.element(.ipv4("172.30.0.50")))
+        let r = try a.apply(desired)
+        XCTAssertFalse(a.lastReadFromKernel)
+        XCTAssertEqual(k.dumpedTables.count, dumps, "no dump while the generation proves the state")
+        XCTAssertEqual(r.added.elements, 1)
+        // Someone else changes the ruleset: the generation moves, the kernel is read again.
+        k.bumpGeneration()
+        let r2 = try a.apply(desired)
+        XCTAssertTrue(a.lastReadFromKernel)
+        XCTAssertFalse(r2.committed)
+        assertSame(k.dump(), desired)
+    }
+
+    func testDeferredChainIsRememberedAndDeletedNextTime() throws {
+        let k = FakeNftKernel()
+        let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 1))
+        var desired = NftRuleset.example()
+        try a.apply(desired)
+        desired.tables[0].chains.removeAll { $0.name == "service-y" }
+        let si = desired.tables[0].sets.firstIndex { $0.name == "service-ips" }!
+        desired.tables[0].sets[si].elements.removeAll { $0.data == .verdict(.goto("service-y")) }
+        try a.apply(desired)
+        let r = try a.apply(desired)
+        XCTAssertFalse(a.lastReadFromKernel)
+        XCTAssertEqual(r.removed.chains, 1)
+        assertSame(k.dump(), desired)
+    }
+}
