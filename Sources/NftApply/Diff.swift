@@ -194,6 +194,14 @@ public enum NftDiff {
         for s in wantSets {
             guard let h = haveSets[s.name], !recreatedSets.contains(s.name) else { continue }
             plan.unchanged.sets += 1
+            // Fast path: the remembered state holds exactly the previous desired elements.
+            if h.elements == s.elements && !s.elements.contains(where: { e in
+                if case .verdict(let v)? = e.data, let c = v.chain { return recreatedChains.contains(c) }
+                return false
+            }) {
+                plan.unchanged.elements += s.elements.count
+                continue
+            }
             var haveByKey: [NftElementKey: NftElement] = [:]
             haveByKey.reserveCapacity(h.elements.count)
             for e in h.elements { haveByKey[e.key] = normalized(e, in: h) }

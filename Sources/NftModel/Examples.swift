@@ -33,6 +33,12 @@ extension NftRuleset {
                          elements: [
                              .interval([.value(a("172.30.0.41", "fd00:30::41")), .value(.proto(.tcp)), .value(.port(80)), .prefix(cidr)]),
                          ]))
+        t.add(NftSet.set("source-ranges", .types([addr]), flags: .interval, comment: "single-field interval set",
+                         elements: [
+                             .interval([.prefix(v6 ? "fd10::/16" : "10.0.0.0/8")]),
+                             .interval([.range(a("192.168.0.1", "fd20::1"), a("192.168.0.9", "fd20::9"))]),
+                             .element(a("203.0.113.7", "2001:db8::7")),
+                         ]))
         t.add(NftSet.set("affinity-x", .types([addr]), flags: [.dynamic, .timeout], timeoutMs: 3 * 3_600_000))
         t.add(NftSet.set("cluster-ips", .types([addr]),
                          elements: [.element(a("172.30.0.41", "fd00:30::41")), .element(a("172.30.0.42", "fd00:30::42"))]))
@@ -47,6 +53,7 @@ extension NftRuleset {
                         NftRule(.lookup([daddr, .l4proto, .thDport, saddr], set: "firewall-allow", invert: true, intervalConcat: true),
                                 .l4protoIs(.tcp), .drop),
                         NftRule(.matchPrefix(saddr, cidr, .neq), .match(.thDport, .eq, .port(9)), .reject(.tcpReset)),
+                        NftRule(.lookup([saddr], set: "source-ranges"), .counter, .accept),
                     ]))
         t.add(NftChain(name: "services", rules: [
             NftRule(.vmap([daddr, .l4proto, .thDport], map: "service-ips")),
