@@ -9,6 +9,7 @@
 //       KernelTests.NetlinkApplyTests,KernelTests.NetlinkScaleTests
 //
 // (swift-corelibs-xctest selects by Module.Class; a bare module name selects nothing.)
+// `unshare -n swift test --skip-build --filter KernelTests` works too.
 //
 // Tests inside the namespace start from an empty ruleset (`nft flush ruleset` — only ever
 // after the namespace check). Text loads run `nft -f` in a second fresh namespace
@@ -22,23 +23,41 @@ import NftApply
 import NftNetlink
 
 /// Skips unless root and inside a private network namespace. The reference is PID 1's
-/// namespace; where /proc/1/ns/net cannot be read (sandboxes that deny it even to root), the
-/// parent process's namespace (the shell that ran `unshare -n`) is used, and the fixed inode
-/// of the initial namespace (0xEFFFFFF9 on current kernels) is refused in any case.
+/// namespace. Where /proc/1/ns/net cannot be read (sandboxes deny it even to root), the
+/// topmost ancestor process whose namespace can be read stands in for it (e.g. the shell
+/// that ran `unshare -n swift test`), and the fixed inode of the initial namespace
+/// (0xEFFFFFF9 on current kernels) is refused in any case.
 func requirePrivateNamespace() throws {
     guard geteuid() == 0 else { throw XCTSkip("kernel tests need root (run under `unshare -n` as root)") }
-    func inode(_ path: String) -> (UInt64, UInt64)? {
+    func inode(_ pid: String) -> (UInt64, UInt64)? {
         var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
+        guard stat("/proc/\(pid)/ns/net", &st) == 0 else { return nil }
         return (UInt64(st.st_dev), UInt64(st.st_ino))
     }
-    guard let mine = inode("/proc/self/ns/net") else { throw XCTSkip("cannot read /proc/self/ns/net") }
-    let references = [inode("/proc/1/ns/net"), inode("/proc/\(getppid())/ns/net")].compactMap { $0 }
-    guard !references.isEmpty else {
-        throw XCTSkip("cannot read the network namespace of PID 1 or of the parent process to compare with")
+    func parent(of pid: Int32) -> Int32? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
     }
-    guard !references.contains(where: { $0 == mine }), mine.1 != 0xEFFF_FFF9 else {
-        throw XCTSkip("refusing to touch the host network namespace: run the test binary directly under `unshare -n`")
+    guard let mine = inode("self") else { throw XCTSkip("cannot read /proc/self/ns/net") }
+    var reference = inode("1")
+    var what = "PID 1"
+    if reference == nil {
+        var pid = getppid()
+        var hops = 0
+        while pid > 1 && hops < 64 {
+            if let ino = inode(String(pid)) { reference = ino; what = "ancestor process \(pid)" }
+            guard let pp = parent(of: pid) else { break }
+            pid = pp
+            hops += 1
+        }
+    }
+    guard let reference else {
+        throw XCTSkip("cannot read the network namespace of PID 1 or of any ancestor to compare with")
+    }
+    guard reference != mine, mine.1 != 0xEFFF_FFF9 else {
+        throw XCTSkip("refusing to touch the host network namespace (same as \(what)): run the tests under `unshare -n`")
     }
 }
 
