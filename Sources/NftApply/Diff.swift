@@ -194,22 +194,24 @@ public enum NftDiff {
         for s in wantSets {
             guard let h = haveSets[s.name], !recreatedSets.contains(s.name) else { continue }
             plan.unchanged.sets += 1
-            // Fast path: the remembered state holds exactly the previous desired elements.
-            if h.elements == s.elements && !s.elements.contains(where: { e in
-                if case .verdict(let v)? = e.data, let c = v.chain { return recreatedChains.contains(c) }
-                return false
-            }) {
-                plan.unchanged.elements += s.elements.count
-                continue
+            // Elements equal at the same position on both sides (the usual case when the
+            // state is the previously committed desired value) are unchanged: trim the common
+            // prefix and suffix, and compare only the rest by key.
+            var lo = 0, hiH = h.elements.count, hiW = s.elements.count
+            if recreatedChains.isEmpty {
+                while lo < hiH && lo < hiW && h.elements[lo] == s.elements[lo] { lo += 1 }
+                while hiH > lo && hiW > lo && h.elements[hiH - 1] == s.elements[hiW - 1] { hiH -= 1; hiW -= 1 }
             }
+            plan.unchanged.elements += lo + (h.elements.count - hiH)
+            let haveRest = h.elements[lo..<hiH], wantRest = s.elements[lo..<hiW]
             var haveByKey: [NftElementKey: NftElement] = [:]
-            haveByKey.reserveCapacity(h.elements.count)
-            for e in h.elements { haveByKey[e.key] = normalized(e, in: h) }
+            haveByKey.reserveCapacity(haveRest.count)
+            for e in haveRest { haveByKey[e.key] = normalized(e, in: h) }
             var adds: [NftElement] = []
             var dels: [NftElement] = []
             var wantKeys = Set<NftElementKey>()
-            wantKeys.reserveCapacity(s.elements.count)
-            for e in s.elements {
+            wantKeys.reserveCapacity(wantRest.count)
+            for e in wantRest {
                 wantKeys.insert(e.key)
                 if let old = haveByKey[e.key] {
                     // An element jumping to a chain recreated in this batch is re-added too.
@@ -229,7 +231,7 @@ public enum NftDiff {
             }
             // Dynamic sets are filled from the packet path: never remove what the kernel added.
             if !s.flags.contains(.dynamic) {
-                for e in h.elements where !wantKeys.contains(e.key) {
+                for e in haveRest where !wantKeys.contains(e.key) {
                     // Elements jumping to a chain deleted in this batch must go anyway.
                     dels.append(e)
                     plan.removed.elements += 1

@@ -253,3 +253,30 @@ final class ApplierStateReuseTests: XCTestCase {
         assertSame(k.dump(), desired)
     }
 }
+
+final class ElementDiffTests: XCTestCase {
+    func table(_ ips: [String]) -> NftRuleset {
+        NftRuleset(tables: [NftTable(family: .ip, name: "k", sets: [
+            NftSet.set("s", .types([.ipv4Addr]), elements: ips.map { .element(.ipv4($0)) }),
+        ])])
+    }
+
+    func testInsertDeleteReorderAgainstRememberedAndReadState() throws {
+        for reuse in [true, false] {
+            let k = FakeNftKernel()
+            let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
+            a.reuseCommittedState = reuse
+            try a.apply(table(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]))
+            var r = try a.apply(table(["10.0.0.1", "10.0.0.9", "10.0.0.3", "10.0.0.4"]))
+            XCTAssertEqual(r.added.elements, 1)
+            XCTAssertEqual(r.removed.elements, 1)
+            XCTAssertEqual(r.unchanged.elements, 3)
+            r = try a.apply(table(["10.0.0.4", "10.0.0.3", "10.0.0.9", "10.0.0.1"]))   // reordered only
+            XCTAssertFalse(r.committed)
+            r = try a.apply(table(["10.0.0.4", "10.0.0.5", "10.0.0.3", "10.0.0.9"]))
+            XCTAssertEqual(r.added.elements, 1)
+            XCTAssertEqual(r.removed.elements, 1)
+            assertSame(k.dump(), table(["10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.9"]))
+        }
+    }
+}
