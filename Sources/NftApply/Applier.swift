@@ -142,6 +142,13 @@ public final class NftApplier {
             report.listing = plan.listing
             report.deferredChainDeletes = plan.deferredChainDeletes
             if dryRun || plan.isEmpty {
+                if plan.isEmpty && !dryRun {
+                    // The kernel holds exactly the desired state: remember it in the desired
+                    // order, which lets the next diff compare elements by position.
+                    var tables: [NftTableID: NftTable] = [:]
+                    for t in desired.tables { tables[t.id] = t }
+                    remember(state.generation, desired, tables)
+                }
                 report.elapsedSeconds = NftClock.now() - start
                 return report
             }
