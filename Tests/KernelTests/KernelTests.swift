@@ -274,6 +274,25 @@ final class NetlinkApplyTests: KernelTestCase {
                        ["table ip kuberules", "table ip x", "table ip6 kuberules"])
     }
 
+    func testOutsideEditsOfOurTableAreRevertedButPacketPathEntriesKept() throws {
+        let desired = Self.example()
+        try applier.apply(desired)
+        let before = try listRuleset()
+        try command(["nft", "add", "element", "ip", "kuberules", "service-ips", "{ 172.30.9.9 . tcp . 1 : drop }"])
+        try command(["nft", "add", "rule", "ip", "kuberules", "services", "counter"])
+        try command(["nft", "add", "chain", "ip", "kuberules", "stray"])
+        try command(["nft", "add", "element", "ip", "kuberules", "affinity-x", "{ 10.9.9.9 }"])
+        let r = try applier.apply(desired)
+        XCTAssertTrue(applier.lastReadFromKernel, "the generation moved: the kernel must be read")
+        XCTAssertEqual(r.removed.elements, 1)
+        XCTAssertEqual(r.removed.chains, 1)
+        XCTAssertEqual(r.changed.chains, 1)
+        let after = try listRuleset()
+        XCTAssertTrue(after.contains("10.9.9.9"), "packet-path (dynamic set) entries are kept")
+        XCTAssertEqual(try command(["nft", "delete", "element", "ip", "kuberules", "affinity-x", "{ 10.9.9.9 }"]).status, 0)
+        XCTAssertEqual(try listRuleset(), before)
+    }
+
     func testStaleObjectsAreRemoved() throws {
         var desired = Self.example()
         try applier.apply(desired)
