@@ -80,6 +80,13 @@ public enum NftDiff {
 
     /// Checks names are unique and every jump/goto/set reference resolves inside the table.
     public static func validate(_ t: NftTable) throws {
+        // nft's limit (NFT_COMMENT_MAXLEN); userdata TLV lengths are one byte.
+        func checkComment(_ c: String?, _ what: @autoclosure () -> String) throws {
+            if let c, c.utf8.count > 128 {
+                throw NftDiffError.invalid("\(what()): comment longer than 128 bytes")
+            }
+        }
+        try checkComment(t.comment, "\(t.id)")
         var chains = Set<String>(), sets = Set<String>()
         for c in t.chains where !chains.insert(c.name).inserted {
             throw NftDiffError.invalid("\(t.id): duplicate chain \(c.name)")
@@ -88,7 +95,9 @@ public enum NftDiff {
             throw NftDiffError.invalid("\(t.id): duplicate set \(s.name)")
         }
         for c in t.chains {
+            try checkComment(c.comment, "\(t.id) chain \(c.name)")
             for (i, r) in c.rules.enumerated() {
+                try checkComment(r.comment, "\(t.id) chain \(c.name) rule #\(i)")
                 for e in r.exprs {
                     if let target = e.referencedChain, !chains.contains(target) {
                         throw NftDiffError.invalid("\(t.id) chain \(c.name) rule #\(i): jump/goto to missing chain \(target)")
@@ -100,8 +109,10 @@ public enum NftDiff {
             }
         }
         for s in t.sets {
+            try checkComment(s.comment, "\(t.id) set \(s.name)")
             let n = s.key.fieldTypes.count
             for e in s.elements {
+                try checkComment(e.comment, "\(t.id) set \(s.name) element")
                 if e.key.start.count != n || (e.key.end.map { $0.count != n } ?? false) {
                     throw NftDiffError.invalid("\(t.id) set \(s.name): element key has \(e.key.start.count) fields, the set \(n)")
                 }

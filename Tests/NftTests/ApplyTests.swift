@@ -192,6 +192,9 @@ final class ApplyTests: XCTestCase {
         var desired = NftRuleset.example()
         desired.tables[0].chains.append(NftChain(name: "bad", rules: [NftRule(.goto("missing"))]))
         XCTAssertThrowsError(try a.apply(desired))
+        var long = NftRuleset.example()
+        long.tables[0].chains[0].comment = String(repeating: "x", count: 200)
+        XCTAssertThrowsError(try a.apply(long)) { XCTAssertTrue("\($0)".contains("comment longer than 128 bytes"), "\($0)") }
         XCTAssertEqual(k.commits, 0)
         XCTAssertTrue(k.tables.isEmpty)
     }
