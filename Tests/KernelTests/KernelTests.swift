@@ -67,7 +67,7 @@ func requirePrivateNamespace() throws {
 func command(_ args: [String], input: String? = nil, check: Bool = true) throws -> (status: Int32, out: String, err: String) {
     let tmp = NSTemporaryDirectory() + "kuberules-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     let outPath = tmp + ".out", errPath = tmp + ".err", inPath = tmp + ".in"
-    FileManager.default.createFile(atPath: inPath, contents: (input ?? "").data(using: .utf8))
+    _ = FileManager.default.createFile(atPath: inPath, contents: (input ?? "").data(using: .utf8))
     defer { unlink(outPath); unlink(errPath); unlink(inPath) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
