@@ -1,3 +1,4 @@
+import Foundation
 /// Reads one object's fields, collecting every problem with its field path.
 struct FieldReader {
     let file: String
@@ -25,6 +26,8 @@ struct FieldReader {
         case .int(let i): return i
         case .null: return nil
         case .float(let d) where d == d.rounded() && abs(d) < 1e15: return Int(d)
+        case .float(let d) where d == d.rounded() && abs(d) >= 1e15:
+            error(path, "\(String(format: "%.0f", d)) is out of range"); return nil
         default: error(path, "expected an integer, got \(n.shortDescription)"); return nil
         }
     }
@@ -273,7 +276,7 @@ enum Decoders {
                 svc.ports.append(ServicePort(name: name, proto: proto, port: port, nodePort: nodePort))
             }
         }
-        if portNodes.isEmpty && svc.type != .externalName && !svc.headless {
+        if portNodes.isEmpty && svc.type != .externalName && !svc.headless && r.isNull(spec?["ports"]) {
             r.error("spec.ports", "a non-headless service needs at least one port")
         }
 

@@ -82,7 +82,7 @@ public struct ManifestLoader {
         }
         var docs = [KNode]()
         do {
-            let parser = try Parser(yaml: text)
+            let parser = try Parser(yaml: text, resolver: .basic)
             while let root = try parser.nextRoot() {
                 docs.append(try YamlConversion.convert(root))
             }
@@ -185,9 +185,15 @@ public struct ManifestLoader {
 
     private mutating func checkAPIVersion(_ v: String, expected: [String], kind: String, doc: KNode, file: String) -> Bool {
         if expected.contains(v) { return true }
-        let d = Diagnostic(file: file, object: kind, field: "apiVersion",
+        var object = kind
+        if case .map(let meta)? = doc["metadata"]?.value, case .string(let name)? = meta["name"]?.value {
+            var ns = ""
+            if case .string(let n)? = meta["namespace"]?.value { ns = n }
+            object = ObjectRef(kind: kind, namespace: kind == "Node" ? "" : (ns.isEmpty ? "default" : ns), name: name, file: file).description
+        }
+        let d = Diagnostic(file: file, object: object, field: "apiVersion",
                            message: v.isEmpty ? "required value is missing" : "unsupported apiVersion \"\(v)\" for \(kind) (expected \(expected.joined(separator: " or ")))")
-        if skipInvalid { warnings.append(Diagnostic(.warning, file: file, object: kind, field: "apiVersion", message: d.message + "; object skipped")) } else { errors.append(d) }
+        if skipInvalid { warnings.append(Diagnostic(.warning, file: file, object: object, field: "apiVersion", message: d.message + "; object skipped")) } else { errors.append(d) }
         return false
     }
 

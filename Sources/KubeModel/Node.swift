@@ -66,25 +66,69 @@ enum YamlConversion {
         }
     }
 
+    /// Plain scalars are resolved here (YAML 1.2 core schema: null, bool, int, float), which is far
+    /// faster than Yams' regular-expression resolver; quoted and block scalars are strings.
     static func scalarValue(_ s: Node.Scalar) -> KNode.Value {
         switch s.style {
         case .singleQuoted, .doubleQuoted, .literal, .folded:
             return .string(s.string)
         default: break
         }
-        switch Tag.Name(rawValue: Node.scalar(s).tag.rawValue) {
-        case .null: return .null
-        case .bool:
-            if let b = Bool.construct(from: s) { return .bool(b) }
+        if s.tag.rawValue != Tag.Name.str.rawValue && !s.tag.rawValue.isEmpty {
+            // An explicit tag (!!int, !!str, …): honour the common ones.
+            switch s.tag.rawValue {
+            case Tag.Name.int.rawValue: if let i = Int(s.string) { return .int(i) }
+            case Tag.Name.bool.rawValue: if let b = resolveBool(s.string) { return .bool(b) }
+            case Tag.Name.float.rawValue: if let d = Double(s.string) { return .float(d) }
+            case Tag.Name.null.rawValue: return .null
+            default: break
+            }
             return .string(s.string)
-        case .int:
-            if let i = Int.construct(from: s) { return .int(i) }
-            return .string(s.string)
-        case .float:
-            if let d = Double.construct(from: s) { return .float(d) }
-            return .string(s.string)
+        }
+        return resolvePlain(s.string)
+    }
+
+    static func resolveBool(_ t: String) -> Bool? {
+        switch t {
+        case "true", "True", "TRUE": return true
+        case "false", "False", "FALSE": return false
+        default: return nil
+        }
+    }
+
+    static func resolvePlain(_ t: String) -> KNode.Value {
+        guard let first = t.utf8.first else { return .null }
+        switch first {
+        case UInt8(ascii: "~"): return t == "~" ? .null : .string(t)
+        case UInt8(ascii: "n"), UInt8(ascii: "N"):
+            return (t == "null" || t == "Null" || t == "NULL") ? .null : .string(t)
+        case UInt8(ascii: "t"), UInt8(ascii: "T"), UInt8(ascii: "f"), UInt8(ascii: "F"):
+            if let b = resolveBool(t) { return .bool(b) }
+            return .string(t)
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "+"), UInt8(ascii: "."):
+            var digitsOnly = true, sawDigit = false
+            for (i, c) in t.utf8.enumerated() {
+                if c >= 48 && c <= 57 { sawDigit = true; continue }
+                if i == 0 && (c == 45 || c == 43) { continue }
+                digitsOnly = false
+                break
+            }
+            if digitsOnly && sawDigit {
+                if let i = Int(t) { return .int(i) }
+                return .float(Double(t) ?? .infinity)  // too large for an integer
+            }
+            if t.hasPrefix("0x"), let i = Int(t.dropFirst(2), radix: 16) { return .int(i) }
+            if t.hasPrefix("0o"), let i = Int(t.dropFirst(2), radix: 8) { return .int(i) }
+            if sawDigit, t.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == 46 || $0 == 101 || $0 == 69 || $0 == 45 || $0 == 43 }),
+               let d = Double(t) { return .float(d) }
+            switch t {
+            case ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF": return .float(.infinity)
+            case "-.inf", "-.Inf", "-.INF": return .float(-.infinity)
+            case ".nan", ".NaN", ".NAN": return .float(.nan)
+            default: return .string(t)
+            }
         default:
-            return .string(s.string)
+            return .string(t)
         }
     }
 

@@ -14,12 +14,13 @@ struct Pipeline {
             var proxy = ProxyConfiguration()
             if let path = options.config { proxy = try ManifestLoader.loadProxyConfiguration(path: path) }
             var loader = ManifestLoader(skipInvalid: options.skipInvalid)
-            let cluster = try loader.load(paths: options.inputs)
+            let cluster = try Timing.measure("load") { try loader.load(paths: options.inputs) }
             for w in loader.warnings { warn(label(w) + w.description) }
+            if cluster.services.isEmpty { warn("warning: no Service objects in the input") }
             let (node, notes) = NodeConfig.resolve(proxy: proxy, nodeName: options.nodeName,
                                                    nodeIPs: options.nodeIPs.compactMap { IPAddress($0) }, cluster: cluster)
             for n in notes { warn(label(n) + n.description) }
-            return Planner.plan(cluster: cluster, node: node, family: options.ipFamily.family)
+            return Timing.measure("plan") { Planner.plan(cluster: cluster, node: node, family: options.ipFamily.family) }
         } catch let e as InputError {
             for d in e.diagnostics { warn("error: " + d.description) }
             throw ExitCode(Exit.badInput)
@@ -31,11 +32,12 @@ struct Pipeline {
     }
 
     func render() throws -> String {
-        let plan = try plan()
+        let plan = try Timing.measure("load+plan") { try self.plan() }
         switch options.backend {
         case .iptables:
             let opts = IptablesOptions(masqueradeRandomFully: options.masqueradeRandomFully, nfacct: options.nfacct)
-            return IptablesBackend.build(plan, options: opts).render(withJumps: options.withJumps)
+            let rs = Timing.measure("iptables backend") { IptablesBackend.build(plan, options: opts) }
+            return Timing.measure("render text") { rs.render(withJumps: options.withJumps) }
         case .nftables, .ipvs:
             warn("error: the \(options.backend.rawValue) backend is not available in this build yet")
             throw ExitCode(Exit.badInput)
@@ -106,5 +108,18 @@ struct Check: ParsableCommand {
         if expected == text { return }
         print(UnifiedDiff.diff(expected, text, fromLabel: golden, toLabel: "rendered"), terminator: "")
         throw ExitCode(Exit.differences)
+    }
+}
+
+/// `KUBERULES_TIMING=1` prints how long each phase took to stderr.
+enum Timing {
+    static let enabled = ProcessInfo.processInfo.environment["KUBERULES_TIMING"] == "1"
+    static func measure<T>(_ what: String, _ body: () throws -> T) rethrows -> T {
+        guard enabled else { return try body() }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let result = try body()
+        let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+        warn("timing: \(what): \(String(format: "%.1f", ms)) ms")
+        return result
     }
 }
