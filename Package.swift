@@ -31,7 +31,7 @@ let package = Package(
         // The real kernel behind the NftApply protocol (the only Swift target that sees C types).
         .target(name: "NftNetlink", dependencies: ["CNetfilter", "NftModel", "NftApply"]),
         .executableTarget(name: "kuberules", dependencies: [
-            "KubeModel", "KubePlan", "IptablesBackend",
+            "KubeModel", "KubePlan", "IptablesBackend", "NftModel", "NftBackend", "NftApply", "NftNetlink",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KubeModelTests", dependencies: ["KubeModel"]),

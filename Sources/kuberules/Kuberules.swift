@@ -27,8 +27,12 @@ struct Kuberules: ParsableCommand {
           kubectl get svc,endpointslices,nodes -A -o yaml | kuberules render --node-name worker-1 -
           kuberules render --backend iptables --config proxy.yaml --node-name n1 cluster/
           kuberules check --golden expected.iptables --node-name n1 cluster.yaml
+          kuberules render --backend nftables --node-name n1 cluster.yaml | unshare -n nft -f -
+          kuberules diff --backend nftables --node-name n1 cluster.yaml
+          kuberules apply --backend nftables --node-name n1 cluster.yaml
+          kuberules cleanup --backend nftables
         """,
-        subcommands: [Render.self, Check.self]
+        subcommands: [Render.self, Check.self, Diff.self, Apply.self, Cleanup.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; kuberules promises 2.
@@ -73,8 +77,11 @@ struct CompileOptions: ParsableArguments {
     @Option(name: .customLong("node-ip"), help: ArgumentHelp("A node address (repeatable; overrides the Node object's addresses).", valueName: "ip"))
     var nodeIPs: [String] = []
 
-    @Option(name: .long, help: "IP family to render: ipv4 (iptables) or ipv6 (ip6tables).")
-    var ipFamily: FamilyOption = .ipv4
+    @Option(name: .long, help: "IP family: ipv4 or ipv6. Default: ipv4 for iptables (ip6tables with ipv6), both for nftables.")
+    var ipFamily: FamilyOption?
+
+    @Option(name: .long, help: ArgumentHelp("nftables: the name of our table in each family.", valueName: "name"))
+    var table: String = "kuberules"
 
     @Flag(name: .long, help: "Leave invalid objects out with a warning instead of failing (as kube-proxy does).")
     var skipInvalid = false
@@ -91,7 +98,14 @@ struct CompileOptions: ParsableArguments {
     @Argument(help: ArgumentHelp("Manifest files or directories (*.yaml, *.yml, *.json, recursively); - for stdin.", valueName: "input"))
     var inputs: [String] = []
 
+    /// The families to compile.
+    var families: [IPFamily] {
+        if let f = ipFamily { return [f.family] }
+        return backend == .nftables ? [.ipv4, .ipv6] : [.ipv4]
+    }
+
     func validate() throws {
+        if table.isEmpty || table.utf8.count > 255 { throw ValidationError("--table: a table name is 1 to 255 characters") }
         if inputs.isEmpty { throw ValidationError("at least one input (a file, a directory or - for stdin) is required") }
         for ip in nodeIPs where IPAddress(ip) == nil {
             throw ValidationError("--node-ip: \"\(ip)\" is not a valid IP address")

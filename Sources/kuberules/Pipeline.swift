@@ -3,13 +3,15 @@ import Foundation
 import IptablesBackend
 import KubeModel
 import KubePlan
+import NftBackend
+import NftModel
 
 /// Load → validate → plan → backend → text, shared by render and check.
 struct Pipeline {
     let options: CompileOptions
 
-    /// Loads and plans; prints warnings; on invalid input prints every error and exits 2.
-    func plan() throws -> Plan {
+    /// Loads and plans every requested family; prints warnings; on invalid input prints every error and exits 2.
+    func plans() throws -> [Plan] {
         do {
             var proxy = ProxyConfiguration()
             if let path = options.config { proxy = try ManifestLoader.loadProxyConfiguration(path: path) }
@@ -20,7 +22,7 @@ struct Pipeline {
             let (node, notes) = NodeConfig.resolve(proxy: proxy, nodeName: options.nodeName,
                                                    nodeIPs: options.nodeIPs.compactMap { IPAddress($0) }, cluster: cluster)
             for n in notes { warn(label(n) + n.description) }
-            return Timing.measure("plan") { Planner.plan(cluster: cluster, node: node, family: options.ipFamily.family) }
+            return Timing.measure("plan") { options.families.map { Planner.plan(cluster: cluster, node: node, family: $0) } }
         } catch let e as InputError {
             for d in e.diagnostics { warn("error: " + d.description) }
             throw ExitCode(Exit.badInput)
@@ -31,14 +33,26 @@ struct Pipeline {
         switch d.severity { case .error: "error: "; case .warning: "warning: "; case .note: "note: " }
     }
 
+    func iptables() throws -> IptablesRuleset {
+        let plans = try Timing.measure("load+plan") { try self.plans() }
+        let opts = IptablesOptions(masqueradeRandomFully: options.masqueradeRandomFully, nfacct: options.nfacct)
+        return Timing.measure("iptables backend") { IptablesBackend.build(plans[0], options: opts) }
+    }
+
+    func nftables() throws -> NftRuleset {
+        let plans = try Timing.measure("load+plan") { try self.plans() }
+        return Timing.measure("nftables backend") { NftBackend.build(plans, table: options.table) }
+    }
+
     func render() throws -> String {
-        let plan = try Timing.measure("load+plan") { try self.plan() }
         switch options.backend {
         case .iptables:
-            let opts = IptablesOptions(masqueradeRandomFully: options.masqueradeRandomFully, nfacct: options.nfacct)
-            let rs = Timing.measure("iptables backend") { IptablesBackend.build(plan, options: opts) }
+            let rs = try iptables()
             return Timing.measure("render text") { rs.render(withJumps: options.withJumps) }
-        case .nftables, .ipvs:
+        case .nftables:
+            let rs = try nftables()
+            return Timing.measure("render text") { rs.render() }
+        case .ipvs:
             warn("error: the \(options.backend.rawValue) backend is not available in this build yet")
             throw ExitCode(Exit.badInput)
         }

@@ -10,11 +10,13 @@ final class GoldenTests: XCTestCase {
         let dirs = TestSupport.fixtureDirs
         XCTAssertGreaterThan(dirs.count, 10, "fixture library not found at \(TestSupport.fixtures.path)")
         for dir in dirs {
-            let golden = dir.appendingPathComponent("expected.iptables")
-            var args = ["check", "--golden", golden.path]
-            if record { args.append("--update") }
-            let r = try TestSupport.kuberules(args + TestSupport.fixtureArgs(dir))
-            XCTAssertEqual(r.status, 0, "\(dir.lastPathComponent): golden differs:\n\(r.stdout)\(r.stderr)")
+            for (backend, file) in [("iptables", "expected.iptables"), ("nftables", "expected.nft")] {
+                let golden = dir.appendingPathComponent(file)
+                var args = ["check", "--backend", backend, "--golden", golden.path]
+                if record { args.append("--update") }
+                let r = try TestSupport.kuberules(args + TestSupport.fixtureArgs(dir))
+                XCTAssertEqual(r.status, 0, "\(dir.lastPathComponent)/\(file): golden differs:\n\(r.stdout)\(r.stderr)")
+            }
         }
     }
 

@@ -1,0 +1,268 @@
+import KubeModel
+import KubePlan
+import NftModel
+
+/// Compiles plans into kuberules' own nftables layout: one table per family (`ip`/`ip6`,
+/// named `kuberules` by default), O(1) dispatch through verdict maps, and endpoint selection
+/// through one small named data map per service (`dnat to numgen random mod N map @…`), so that
+/// a full load binds no anonymous set and creates no per-endpoint chain (except for ClientIP
+/// affinity, which keeps kube-proxy's per-endpoint chains and timeout sets). See docs/nftables.md.
+public enum NftBackend {
+    public static let defaultTable = "kuberules"
+
+    public static func build(_ plans: [Plan], table: String = defaultTable) -> NftRuleset {
+        NftRuleset(tables: plans.map { buildTable($0, name: table) })
+    }
+
+    /// The readable per-service-port name `ns/name/proto/port` and its 8-character hash prefix,
+    /// as kube-proxy's nftables mode names its chains.
+    static func suffix(_ svc: ServicePortPlan) -> String {
+        let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)"
+        return ChainHash.base32SHA256(readable, count: 8) + "-" + readable
+    }
+
+    static func value(_ ip: IPAddress) -> NftValue {
+        NftValue(type: ip.family == .ipv4 ? .ipv4Addr : .ipv6Addr, bytes: ip.bytes)
+    }
+
+    static func proto(_ p: L4Protocol) -> NftL4Proto {
+        switch p { case .tcp: .tcp; case .udp: .udp; case .sctp: .sctp }
+    }
+
+    static func dport(_ p: L4Protocol) -> NftField {
+        switch p { case .tcp: .tcpDport; case .udp: .udpDport; case .sctp: .sctpDport }
+    }
+
+    static func comment(_ s: String) -> String {
+        s.utf8.count <= 120 ? s : String(decoding: Array(s.utf8.prefix(120)), as: UTF8.self)
+    }
+
+    public static func buildTable(_ plan: Plan, name: String) -> NftTable {
+        let family: NftFamily = plan.family == .ipv4 ? .ip : .ip6
+        let addr: NftDataType = plan.family == .ipv4 ? .ipv4Addr : .ipv6Addr
+        let daddr = NftField.daddr(family), saddr = NftField.saddr(family)
+        let mark = plan.masqueradeMark
+        var t = NftTable(family: family, name: name, comment: "Kubernetes services on node \(plan.nodeName.isEmpty ? "(unnamed)" : plan.nodeName), managed by kuberules")
+
+        var serviceIPs = [NftElement](), nodePorts = [NftElement]()
+        var noEndpointServices = [NftElement](), noEndpointNodePorts = [NftElement]()
+        var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
+        var clusterIPs = Set<IPAddress>(), hairpin = Set<IPAddress>()
+        var serviceChains = [NftChain]()
+        var maps = [NftSet]()
+
+        let reject = NftVerdict.goto("reject-chain")
+        let ifLocal: NftStatement?, ifNotLocal: NftStatement?
+        switch plan.localDetector {
+        case .none: ifLocal = nil; ifNotLocal = nil
+        case .sourceCIDRs(let c):
+            ifLocal = .matchPrefix(saddr, c[0].description, .eq); ifNotLocal = .matchPrefix(saddr, c[0].description, .neq)
+        case .bridgeInterface(let i):
+            ifLocal = .match(.iifname, .eq, .ifname(i)); ifNotLocal = .match(.iifname, .neq, .ifname(i))
+        case .interfaceNamePrefix(let p):
+            // `iifname "p*"`: nft compares only the prefix bytes.
+            let bytes = Array(p.utf8)
+            ifLocal = .raw([.meta(key: .iifname, dreg: .r1), .cmp(op: .eq, sreg: .r1, data: bytes)])
+            ifNotLocal = .raw([.meta(key: .iifname, dreg: .r1), .cmp(op: .neq, sreg: .r1, data: bytes)])
+        }
+
+        for svc in plan.services {
+            let sfx = suffix(svc)
+            let svcChain = "service-" + sfx, localChain = "local-" + sfx, extChain = "external-" + sfx
+            let internalChain = svc.internalPolicyLocal ? localChain : svcChain
+            let p = proto(svc.proto), port = UInt16(svc.port)
+            let key = { (ip: IPAddress) in [value(ip), NftValue.proto(p), NftValue.port(port)] }
+            let spn = comment(svc.nameString)
+            clusterIPs.insert(svc.clusterIP)
+
+            // Dispatch: ClusterIP, external IPs, LB IPs, node port.
+            if svc.hasInternalEndpoints {
+                serviceIPs.append(.verdict(key(svc.clusterIP), .goto(internalChain), comment: spn))
+            } else if let a = svc.internalNoEndpoints {
+                noEndpointServices.append(.verdict(key(svc.clusterIP), a == .reject ? reject : .drop, comment: spn))
+            }
+            for ip in svc.externalIPs + svc.loadBalancerIPs {
+                if svc.hasEndpoints { serviceIPs.append(.verdict(key(ip), .goto(extChain), comment: spn)) }
+                if let a = svc.externalNoEndpoints {
+                    noEndpointServices.append(.verdict(key(ip), a == .reject ? reject : .drop, comment: spn))
+                }
+            }
+            if svc.usesFirewall {
+                for ip in svc.loadBalancerIPs {
+                    firewallIPs.append(.element(value(ip), .proto(p), .port(port), comment: spn))
+                    var sources = svc.sourceRanges
+                    if svc.allowFromNode { sources += svc.loadBalancerIPs.map { CIDR(network: $0, prefixLength: $0.family.bits) } }
+                    for c in disjoint(sources) {
+                        firewallAllow.append(.interval([.value(value(ip)), .value(.proto(p)), .value(.port(port)), .prefix(c.description)]))
+                    }
+                }
+            }
+            if svc.nodePort != 0 {
+                let npKey = [NftValue.proto(p), NftValue.port(UInt16(svc.nodePort))]
+                if svc.hasEndpoints { nodePorts.append(.verdict(npKey, .goto(extChain), comment: spn)) }
+                if let a = svc.externalNoEndpoints {
+                    noEndpointNodePorts.append(.verdict(npKey, a == .reject ? reject : .drop, comment: spn))
+                }
+            }
+
+            // Internal traffic: masquerade off-cluster sources (everything with masqueradeAll).
+            var internalMasq = [NftRule]()
+            if svc.hasInternalEndpoints {
+                let m = [NftStatement.match(daddr, .eq, value(svc.clusterIP)), .match(dport(svc.proto), .eq, .port(port))]
+                if plan.masqueradeAll {
+                    internalMasq.append(NftRule(statements: m + [.jump("mark-for-masquerade")]))
+                } else if let ifNotLocal {
+                    internalMasq.append(NftRule(statements: m + [ifNotLocal, .jump("mark-for-masquerade")]))
+                }
+            }
+
+            // External destinations.
+            if svc.usesExternalDispatch {
+                var rules = [NftRule]()
+                if !svc.externalPolicyLocal {
+                    rules.append(NftRule(.jump("mark-for-masquerade"), comment: "masquerade traffic for external destinations"))
+                } else {
+                    if let ifLocal { rules.append(NftRule(ifLocal, .goto(svcChain), comment: "short-circuit pod traffic")) }
+                    let localSrc = NftStatement.match(.fib(.saddr, .addrType), .eq, .fibAddrType(.local))
+                    rules.append(NftRule(localSrc, .jump("mark-for-masquerade"), comment: "masquerade local traffic"))
+                    rules.append(NftRule(localSrc, .goto(svcChain), comment: "short-circuit local traffic"))
+                }
+                if svc.hasExternalEndpoints {
+                    rules.append(NftRule(.goto(svc.externalPolicyLocal ? localChain : svcChain)))
+                }
+                serviceChains.append(NftChain(name: extChain, rules: rules))
+            }
+
+            // Policy chains: endpoint selection.
+            for (chain, target, eps) in [(svcChain, PolicyTarget.cluster, svc.clusterEndpoints), (localChain, .local, svc.localEndpoints)] {
+                let used = target == .cluster ? svc.usesClusterPolicy : svc.usesLocalPolicy
+                guard used else { continue }
+                var rules = chain == internalChain ? internalMasq : []
+                for ep in eps { hairpin.insert(ep.ip) }
+                let n = UInt32(eps.count)
+                if let timeout = svc.affinityTimeout {
+                    // kube-proxy's shape: per-endpoint chains and timeout sets (only for affinity),
+                    // chosen by a cascade `numgen random mod (N-i) == 0 goto …` (uniform, as
+                    // iptables' statistic cascade), which needs no map at all.
+                    for ep in eps {
+                        let epName = endpointName(svc, ep)
+                        rules.append(NftRule(.lookup([saddr], set: "affinity-" + epName), .goto("endpoint-" + epName)))
+                    }
+                    for (i, ep) in eps.enumerated() {
+                        let target = NftStatement.goto("endpoint-" + endpointName(svc, ep))
+                        if i < eps.count - 1 {
+                            rules.append(NftRule(.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0)), target))
+                        } else {
+                            rules.append(NftRule(target))
+                        }
+                    }
+                    _ = timeout
+                } else {
+                    let mapName = (target == .cluster ? "endpoints-" : "local-endpoints-") + sfx
+                    let elements = eps.enumerated().map { i, ep in
+                        NftElement.mapping([.integer(UInt32(i))], to: [value(ep.ip), .port(UInt16(ep.port))])
+                    }
+                    maps.append(.map(mapName, .typeof([.numgenRandom(mod: n)]), .typeof([daddr, dport(svc.proto)]), elements: elements))
+                    rules.append(NftRule(.dnatFromMap([.numgenRandom(mod: n)], map: mapName, family: family, withPort: true, l4proto: p)))
+                }
+                serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
+            }
+            if let timeout = svc.affinityTimeout {
+                for ep in svc.reachableEndpoints {
+                    hairpin.insert(ep.ip)
+                    let epName = endpointName(svc, ep)
+                    maps.append(.set("affinity-" + epName, .typeof([saddr]), flags: [.dynamic, .timeout], timeoutMs: UInt64(timeout) * 1000))
+                    serviceChains.append(NftChain(name: "endpoint-" + epName, comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
+                        NftRule(.dynset(.update, set: "affinity-" + epName, key: [saddr])),
+                        NftRule(.dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p)),
+                    ]))
+                }
+            }
+        }
+
+        // Two services claiming the same address and port (invalid, but possible in input):
+        // the first by service port name wins, as a set holds each key once.
+        serviceIPs = unique(serviceIPs); nodePorts = unique(nodePorts)
+        noEndpointServices = unique(noEndpointServices); noEndpointNodePorts = unique(noEndpointNodePorts)
+        firewallIPs = unique(firewallIPs); firewallAllow = unique(firewallAllow)
+
+        // Shared sets and maps.
+        t.add(NftSet.vmap("service-ips", .types([addr, .inetProto, .inetService]), comment: "ClusterIP, external IP and LoadBalancer IP dispatch", elements: serviceIPs))
+        t.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: nodePorts))
+        t.add(NftSet.vmap("no-endpoint-services", .types([addr, .inetProto, .inetService]), comment: "service IPs without usable endpoints", elements: noEndpointServices))
+        t.add(NftSet.vmap("no-endpoint-nodeports", .types([.inetProto, .inetService]), comment: "node ports without usable endpoints", elements: noEndpointNodePorts))
+        t.add(NftSet.set("cluster-ips", .types([addr]), comment: "active ClusterIPs", elements: clusterIPs.sorted().map { .element(value($0)) }))
+        t.add(NftSet.set("firewall-ips", .types([addr, .inetProto, .inetService]), comment: "LoadBalancer IPs with source ranges", elements: firewallIPs))
+        t.add(NftSet.set("firewall-allow", .types([addr, .inetProto, .inetService, addr]), flags: .interval, comment: "allowed sources per LoadBalancer IP", elements: firewallAllow))
+        t.add(NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: hairpin.sorted().map { .element(value($0), value($0)) }))
+        var nodePortMatch: NftStatement
+        switch plan.nodePorts {
+        case .all:
+            nodePortMatch = .fibDaddrType(.local)
+        case .addresses(let ips):
+            t.add(NftSet.set("nodeport-ips", .types([addr]), comment: "node addresses that accept NodePorts", elements: ips.map { .element(value($0)) }))
+            nodePortMatch = .lookup([daddr], set: "nodeport-ips")
+        }
+        for m in maps { t.add(m) }
+
+        // Fixed chains.
+        let loopback = plan.family == .ipv4 ? "127.0.0.0/8" : "::1/128"
+        var nodePortRule = [nodePortMatch]
+        if case .all = plan.nodePorts { nodePortRule.append(.matchPrefix(daddr, loopback, .neq)) }
+        t.add(.base("nat-prerouting", type: .nat, hook: .prerouting, priority: -100, rules: [NftRule(.jump("services"))]))
+        t.add(.base("nat-output", type: .nat, hook: .output, priority: -100, rules: [NftRule(.jump("services"))]))
+        t.add(.base("nat-postrouting", type: .nat, hook: .postrouting, priority: 100, rules: [NftRule(.jump("masquerading"))]))
+        let firewall = NftRule(.lookup([daddr, .l4proto, .thDport], set: "firewall-ips"),
+                               .lookup([daddr, .l4proto, .thDport, saddr], set: "firewall-allow", invert: true, intervalConcat: true),
+                               .drop, comment: "loadBalancerSourceRanges")
+        t.add(.base("filter-prerouting", type: .filter, hook: .prerouting, priority: -110, rules: [firewall]))
+        t.add(.base("filter-output-firewall", type: .filter, hook: .output, priority: -110, rules: [firewall]))
+        let checks = [
+            NftRule(.ctState(.new), .jump("service-endpoints-check")),
+            NftRule(.ctState(.new), .jump("nodeport-endpoints-check")),
+        ]
+        let clusterCheck = NftRule(.ctState(.new), .jump("cluster-ips-check"))
+        t.add(.base("filter-input", type: .filter, hook: .input, priority: 0, rules: checks))
+        t.add(.base("filter-forward", type: .filter, hook: .forward, priority: 0, rules: checks + [clusterCheck]))
+        t.add(.base("filter-output", type: .filter, hook: .output, priority: 0, rules: checks + [clusterCheck]))
+        t.add(NftChain(name: "service-endpoints-check", rules: [NftRule(.vmap([daddr, .l4proto, .thDport], map: "no-endpoint-services"))]))
+        t.add(NftChain(name: "nodeport-endpoints-check", rules: [NftRule(statements: nodePortRule + [.vmap([.l4proto, .thDport], map: "no-endpoint-nodeports")])]))
+        t.add(NftChain(name: "cluster-ips-check", rules: [NftRule(.lookup([daddr], set: "cluster-ips"), .reject(for: family), comment: "unknown port of a ClusterIP")]))
+        t.add(NftChain(name: "reject-chain", rules: [NftRule(.reject(for: family))]))
+        t.add(NftChain(name: "services", rules: [
+            NftRule(.vmap([daddr, .l4proto, .thDport], map: "service-ips")),
+            NftRule(statements: nodePortRule + [.vmap([.l4proto, .thDport], map: "service-nodeports")]),
+        ]))
+        t.add(NftChain(name: "mark-for-masquerade", rules: [NftRule(.setMark(.or(mark)))]))
+        t.add(NftChain(name: "masquerading", rules: [
+            NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin"),
+            NftRule(.matchBits(.mark, mask: mark, .eq, 0), .return),
+            NftRule(.setMark(.xor(mark))),
+            NftRule(.masquerade(fullyRandom: true)),
+        ]))
+        for c in serviceChains { t.add(c) }
+        return t
+    }
+
+    /// Interval elements must not overlap: drop prefixes inside a broader one of the list.
+    static func disjoint(_ cidrs: [CIDR]) -> [CIDR] {
+        var kept = [CIDR]()
+        for c in cidrs.sorted(by: { $0.prefixLength < $1.prefixLength }) where !kept.contains(where: { $0.contains(c.address) }) {
+            kept.append(c)
+        }
+        return kept.sorted { $0.address < $1.address }
+    }
+
+    static func unique(_ elements: [NftElement]) -> [NftElement] {
+        // Sorted as the text renders them, so a netlink apply inserts in the same order as
+        // `nft -f` (the listing order of interval sets follows insertion order).
+        var seen = Set<NftElementKey>()
+        return elements.filter { seen.insert($0.key).inserted }.sorted { $0.key < $1.key }
+    }
+
+    /// `HASH8-ns/name/proto/port__IP/PORT` for one endpoint's affinity chain and set.
+    static func endpointName(_ svc: ServicePortPlan, _ ep: PlannedEndpoint) -> String {
+        let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)__\(ep.ip)/\(ep.port)"
+        return ChainHash.base32SHA256(readable, count: 8) + "-" + readable
+    }
+}
