@@ -158,12 +158,18 @@ public enum NftBackend {
                     }
                     _ = timeout
                 } else {
-                    let mapName = (target == .cluster ? "endpoints-" : "local-endpoints-") + sfx
-                    let elements = eps.enumerated().map { i, ep in
-                        NftElement.mapping([.integer(UInt32(i))], to: [value(ep.ip), .port(UInt16(ep.port))])
+                    // A uniform cascade of DNAT rules: endpoint i is taken with probability
+                    // 1/(N-i) among the remaining ones, exactly as iptables' statistic cascade.
+                    // No set at all: the kernel looks named sets up by a linear walk, so one
+                    // set per service grows quadratically with the number of services.
+                    for (i, ep) in eps.enumerated() {
+                        let dnat = NftStatement.dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p)
+                        if i < eps.count - 1 {
+                            rules.append(NftRule(.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0)), dnat))
+                        } else {
+                            rules.append(NftRule(dnat))
+                        }
                     }
-                    maps.append(.map(mapName, .typeof([.numgenRandom(mod: n)]), .typeof([daddr, dport(svc.proto)]), elements: elements))
-                    rules.append(NftRule(.dnatFromMap([.numgenRandom(mod: n)], map: mapName, family: family, withPort: true, l4proto: p)))
                 }
                 serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
