@@ -1,5 +1,7 @@
 # kuberules — build, run the bundled example, test, benchmark.
 SWIFT      ?= swift
+SHELL      := /bin/bash
+TESTLOG    := .build/test.log
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build, the tests and the benchmarks need.
 APT_PACKAGES := libmnl-dev libnftnl-dev pkg-config nftables iptables iproute2 util-linux
@@ -29,15 +31,23 @@ run: build
 ## test: unit, golden and CLI tests; kernel tests in network namespaces when root
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip KernelTests
-	@$(MAKE) --no-print-directory test-kernel
+	@mkdir -p .build; rm -f $(TESTLOG); status=0; \
+	$(SWIFT) test --skip-build --disable-swift-testing --skip KernelTests 2>&1 | tee -a $(TESTLOG); \
+	[ $${PIPESTATUS[0]} = 0 ] || status=1; \
+	$(MAKE) --no-print-directory test-kernel 2>&1 | tee -a $(TESTLOG); \
+	[ $${PIPESTATUS[0]} = 0 ] || status=1; \
+	passed=$$(grep -c "^Test Case '.*' passed" $(TESTLOG)); \
+	failed=$$(grep -c "^Test Case '.*' failed" $(TESTLOG)); \
+	skipped=$$(grep -c "^Test Case '.*' skipped" $(TESTLOG)); \
+	echo "$$passed passed, $$failed failed, $$skipped skipped"; \
+	exit $$status
 
 ## test-kernel: tests that program a real kernel, each inside a network namespace it creates
 test-kernel:
 	@if [ "$$(id -u)" != 0 ]; then \
 	  echo "SKIPPED kernel tests: they need root to create network namespaces (CI runs as root)"; \
 	else \
-	  unshare -n $(SWIFT) test --skip-build --filter KernelTests; \
+	  unshare -n $(SWIFT) test --skip-build --disable-swift-testing --filter KernelTests; \
 	fi
 
 ## record: rewrite the golden files under Fixtures/ from the current build
