@@ -139,37 +139,18 @@ public enum NftBackend {
                 guard used else { continue }
                 var rules = chain == internalChain ? internalMasq : []
                 for ep in eps { hairpin.insert(ep.ip) }
-                let n = UInt32(eps.count)
-                if let timeout = svc.affinityTimeout {
-                    // kube-proxy's shape: per-endpoint chains and timeout sets (only for affinity),
-                    // chosen by a cascade `numgen random mod (N-i) == 0 goto …` (uniform, as
-                    // iptables' statistic cascade), which needs no map at all.
+                if svc.affinityTimeout != nil {
+                    // kube-proxy's shape for ClientIP affinity: per-endpoint chains and timeout
+                    // sets; a known client goes back to its endpoint, a new one is spread.
                     for ep in eps {
                         let epName = endpointName(svc, ep)
                         rules.append(NftRule(.lookup([saddr], set: "affinity-" + epName), .goto("endpoint-" + epName)))
                     }
-                    for (i, ep) in eps.enumerated() {
-                        let target = NftStatement.goto("endpoint-" + endpointName(svc, ep))
-                        if i < eps.count - 1 {
-                            rules.append(NftRule(.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0)), target))
-                        } else {
-                            rules.append(NftRule(target))
-                        }
-                    }
-                    _ = timeout
+                    rules += cascade(eps.map { .goto("endpoint-" + endpointName(svc, $0)) })
                 } else {
-                    // A uniform cascade of DNAT rules: endpoint i is taken with probability
-                    // 1/(N-i) among the remaining ones, exactly as iptables' statistic cascade.
                     // No set at all: the kernel looks named sets up by a linear walk, so one
                     // set per service grows quadratically with the number of services.
-                    for (i, ep) in eps.enumerated() {
-                        let dnat = NftStatement.dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p)
-                        if i < eps.count - 1 {
-                            rules.append(NftRule(.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0)), dnat))
-                        } else {
-                            rules.append(NftRule(dnat))
-                        }
-                    }
+                    rules += cascade(eps.map { .dnat(to: value($0.ip), port: UInt16($0.port), l4proto: p) })
                 }
                 serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
@@ -248,6 +229,16 @@ public enum NftBackend {
         ]))
         for c in serviceChains { t.add(c) }
         return t
+    }
+
+    /// A uniform choice among N terminal statements: the i-th is taken with probability 1/(N-i)
+    /// of what is left (`numgen random mod (N-i) == 0 …`), the last unconditionally — exactly
+    /// iptables' statistic cascade, and no map.
+    static func cascade(_ targets: [NftStatement]) -> [NftRule] {
+        let n = UInt32(targets.count)
+        return targets.enumerated().map { i, target in
+            i < targets.count - 1 ? NftRule(.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0)), target) : NftRule(target)
+        }
     }
 
     /// Interval elements must not overlap: drop prefixes inside a broader one of the list.
