@@ -27,7 +27,7 @@ struct FieldReader {
         case .null: return nil
         case .float(let d) where d == d.rounded() && abs(d) < 1e15: return Int(d)
         case .float(let d) where d == d.rounded() && abs(d) >= 1e15:
-            error(path, "\(String(format: "%.0f", d)) is out of range"); return nil
+            error(path, "\(n.shortDescription) is too large for an integer"); return nil
         default: error(path, "expected an integer, got \(n.shortDescription)"); return nil
         }
     }

@@ -80,6 +80,7 @@ public struct ManifestLoader {
             errors.append(Diagnostic(file: file, message: "not a YAML or JSON text (invalid UTF-8)"))
             return nil
         }
+        if let fast = FastYAML.parse(text) { return fast }
         var docs = [KNode]()
         do {
             let parser = try Parser(yaml: text, resolver: .basic)
