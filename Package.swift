@@ -28,17 +28,17 @@ let package = Package(
         // The C boundary: libmnl + libnftnl.
         .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl",
                        providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
-        // The real kernel behind the NftApply protocol (the only Swift target that sees C types).
-        .target(name: "NftNetlink", dependencies: ["CNetfilter", "NftModel", "NftApply"]),
+        // The only Swift target that sees C types: nftables (libnftnl) and, later, IPVS genetlink over libmnl.
+        .target(name: "Netlink", dependencies: ["CNetfilter", "NftModel", "NftApply"]),
         .executableTarget(name: "kuberules", dependencies: [
-            "KubeModel", "KubePlan", "IptablesBackend", "NftModel", "NftBackend", "NftApply", "NftNetlink",
+            "KubeModel", "KubePlan", "IptablesBackend", "NftModel", "NftBackend", "NftApply", "Netlink",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KubeModelTests", dependencies: ["KubeModel"]),
         .testTarget(name: "KubePlanTests", dependencies: ["KubePlan"]),
         .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "KubePlan", "KubeModel"]),
         .testTarget(name: "NftTests", dependencies: ["NftModel", "NftApply", "NftBackend", "KubePlan", "KubeModel"]),
-        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "NftNetlink"]),
+        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink"]),
     ],
     swiftLanguageModes: [.v6]
 )

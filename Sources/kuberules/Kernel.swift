@@ -4,7 +4,7 @@ import KubeModel
 import NftApply
 import NftBackend
 import NftModel
-import NftNetlink
+import Netlink
 
 /// Opens the netlink kernel, or exits 3 with the reason.
 func openNftKernel() throws -> NftNetlink {

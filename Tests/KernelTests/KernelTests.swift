@@ -20,7 +20,7 @@ import XCTest
 import Foundation
 import NftModel
 import NftApply
-import NftNetlink
+import Netlink
 
 /// Skips unless root and inside a private network namespace. The reference is PID 1's
 /// namespace. Where /proc/1/ns/net cannot be read (sandboxes deny it even to root), the
