@@ -19,6 +19,8 @@ let package = Package(
         .target(name: "KubePlan", dependencies: ["KubeModel", .product(name: "Crypto", package: "swift-crypto")]),
         // kube-proxy-exact iptables layout (pure).
         .target(name: "IptablesBackend", dependencies: ["KubePlan"]),
+        // iptables apply: iptables-save / iptables-restore --noflush, partial syncs (no C).
+        .target(name: "IptablesApply", dependencies: ["IptablesBackend", .product(name: "Crypto", package: "swift-crypto")]),
         // nftables value model (tables, chains, sets, maps, rules as netlink-shaped expressions) + text.
         .target(name: "NftModel"),
         // plan -> NftRuleset (pure).
@@ -31,12 +33,12 @@ let package = Package(
         // The only Swift target that sees C types: nftables (libnftnl) and, later, IPVS genetlink over libmnl.
         .target(name: "Netlink", dependencies: ["CNetfilter", "NftModel", "NftApply"]),
         .executableTarget(name: "kuberules", dependencies: [
-            "KubeModel", "KubePlan", "IptablesBackend", "NftModel", "NftBackend", "NftApply", "Netlink",
+            "KubeModel", "KubePlan", "IptablesBackend", "IptablesApply", "NftModel", "NftBackend", "NftApply", "Netlink",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KubeModelTests", dependencies: ["KubeModel"]),
         .testTarget(name: "KubePlanTests", dependencies: ["KubePlan"]),
-        .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "KubePlan", "KubeModel"]),
+        .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "IptablesApply", "KubePlan", "KubeModel"]),
         .testTarget(name: "NftTests", dependencies: ["NftModel", "NftApply", "NftBackend", "KubePlan", "KubeModel"]),
         .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink"]),
     ],

@@ -36,15 +36,22 @@ struct Diff: ParsableCommand {
         prints one line per change. Exits 0 when the kernel already matches, 1 when it differs,
         2 on bad input, 3 when the kernel cannot be read.
 
+        iptables: compares our chains (kube-proxy's KUBE-* chains in filter and nat) and the jumps
+        into them. With the state the last apply recorded, a chain is unchanged when neither our
+        rendering nor the kernel's copy changed since; without it, the rules are loaded into a
+        scratch network namespace and compared with the kernel as iptables-save prints both.
+
         Examples:
           kuberules diff --backend nftables --node-name node-a cluster/
+          kuberules diff --backend iptables --iptables legacy --node-name node-a cluster/
         """)
 
     @OptionGroup var options: CompileOptions
 
     func run() throws {
+        if options.backend == .iptables { return try IptablesKernelCommands.diff(options) }
         guard options.backend == .nftables else {
-            warn("error: diff supports --backend nftables in this build")
+            warn("error: diff supports --backend nftables and iptables in this build")
             throw ExitCode(Exit.badInput)
         }
         let desired = try Pipeline(options: options).nftables()
@@ -70,7 +77,13 @@ struct Apply: ParsableCommand {
         line. Nothing reaches the kernel unless the whole input is valid. Exit 3 (naming the object)
         when the kernel refuses the batch; the ruleset is then exactly as before.
 
+        iptables: one `iptables-restore --noflush` per run that rewrites only the chains that changed
+        since the last apply (kube-proxy's partial sync; the state is kept in --state-dir), deletes
+        stale chains of ours and inserts missing jumps from the built-in chains. Each table commits
+        atomically. --iptables picks iptables-nft or iptables-legacy (default: the system's).
+
         Examples:
+          kuberules apply --backend iptables --node-name node-a cluster/
           kuberules apply --backend nftables --node-name node-a cluster/
           kuberules apply --dry-run --backend nftables --node-name node-a cluster/
         """)
@@ -81,8 +94,9 @@ struct Apply: ParsableCommand {
     @OptionGroup var options: CompileOptions
 
     func run() throws {
+        if options.backend == .iptables { return try IptablesKernelCommands.apply(options, dryRun: dryRun) }
         guard options.backend == .nftables else {
-            warn("error: apply supports --backend nftables in this build")
+            warn("error: apply supports --backend nftables and iptables in this build")
             throw ExitCode(Exit.badInput)
         }
         let desired = try Pipeline(options: options).nftables()
@@ -105,19 +119,36 @@ struct Cleanup: ParsableCommand {
         nftables: deletes the tables `ip TABLE` and `ip6 TABLE` (default kuberules). Other tables
         (kube-proxy's, Docker's, firewalld's) are not read or touched.
 
+        iptables: removes the jumps into our chains from the built-in chains, then flushes and
+        deletes our chains (kube-proxy's KUBE-* chains in filter and nat); other chains and rules
+        stay. One family per run (--ip-family).
+
         Examples:
           kuberules cleanup --backend nftables
+          kuberules cleanup --backend iptables --iptables legacy --ip-family ipv6
         """)
 
-    @Option(name: .long, help: "Rules to remove: nftables.")
+    @Option(name: .long, help: "Rules to remove: nftables or iptables.")
     var backend: Backend = .nftables
+
+    @Option(name: .long, help: "iptables: which iptables to run: system, nft or legacy.")
+    var iptables: IptablesVariantOption = .system
+
+    @Option(name: .long, help: "iptables: ipv4 or ipv6.")
+    var ipFamily: FamilyOption = .ipv4
+
+    @Option(name: .long, help: ArgumentHelp("iptables: where the partial-sync state is kept (removed too).", valueName: "dir"))
+    var stateDir: String = "/run/kuberules"
 
     @Option(name: .long, help: ArgumentHelp("nftables: the name of our table in each family.", valueName: "name"))
     var table: String = "kuberules"
 
     func run() throws {
+        if backend == .iptables {
+            return try IptablesKernelCommands.cleanup(variant: iptables, family: ipFamily.family, stateDir: stateDir)
+        }
         guard backend == .nftables else {
-            warn("error: cleanup supports --backend nftables in this build")
+            warn("error: cleanup supports --backend nftables and iptables in this build")
             throw ExitCode(Exit.badInput)
         }
         let kernel = try openNftKernel()

@@ -95,6 +95,12 @@ struct CompileOptions: ParsableArguments {
     @Flag(name: .long, help: "iptables: add kube-proxy's nfacct counters (INVALID drops, localhost NodePorts), as on hosts with nfacct.")
     var nfacct = false
 
+    @Option(name: .long, help: "iptables apply/diff: which iptables to run: system (the iptables-restore alternative), nft or legacy.")
+    var iptables: IptablesVariantOption = .system
+
+    @Option(name: .long, help: ArgumentHelp("iptables apply/diff: where the partial-sync state is kept.", valueName: "dir"))
+    var stateDir: String = "/run/kuberules"
+
     @Argument(help: ArgumentHelp("Manifest files or directories (*.yaml, *.yml, *.json, recursively); - for stdin.", valueName: "input"))
     var inputs: [String] = []
 

@@ -1,0 +1,49 @@
+/// What `iptables-save -t TABLE` printed, parsed: chains with their policies and rules.
+public struct SavedTable: Sendable, Equatable {
+    public var name: String
+    /// Every chain in the order iptables-save listed it.
+    public var chains: [String] = []
+    /// Rules per chain, each a full `-A CHAIN …` line as printed.
+    public var rules: [String: [String]] = [:]
+
+    public init(name: String) { self.name = name }
+
+    /// Parses iptables-save output; only the section `*name` is kept (comments and counters ignored).
+    public static func parse(_ text: String, table name: String) -> SavedTable {
+        var t = SavedTable(name: name)
+        var inTable = false
+        text.enumerateLines { line, _ in
+            if line.hasPrefix("*") {
+                inTable = line.dropFirst() == name
+            } else if !inTable || line.hasPrefix("#") || line == "COMMIT" {
+                return
+            } else if line.hasPrefix(":") {
+                let chain = String(line.dropFirst().prefix { $0 != " " })
+                if t.rules[chain] == nil { t.chains.append(chain); t.rules[chain] = [] }
+            } else if line.hasPrefix("-A ") {
+                let chain = String(line.dropFirst(3).prefix { $0 != " " })
+                if t.rules[chain] == nil { t.chains.append(chain); t.rules[chain] = [] }
+                t.rules[chain]!.append(line)
+            }
+        }
+        return t
+    }
+}
+
+/// The chains kuberules owns in iptables mode: exactly the chains kube-proxy's iptables mode writes
+/// (fixed names plus the hashed per-service and per-endpoint chains). Chains of anyone else,
+/// including kubelet's KUBE-KUBELET-CANARY, are never written, flushed or deleted.
+public enum Ownership {
+    public static let fixedChains: Set<String> = [
+        "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ",
+        "KUBE-FORWARD", "KUBE-PROXY-FIREWALL", "KUBE-FIREWALL", "KUBE-PROXY-CANARY",
+    ]
+    public static let hashedPrefixes = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"]
+
+    public static func isOurs(_ chain: String) -> Bool {
+        if fixedChains.contains(chain) { return true }
+        return hashedPrefixes.contains { chain.hasPrefix($0) }
+    }
+
+    public static let builtinChains: Set<String> = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]
+}
