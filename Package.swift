@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "KubePlan", "KubeModel"]),
         .testTarget(name: "NftTests", dependencies: ["NftModel", "NftApply", "NftBackend", "KubePlan", "KubeModel"]),
         .testTarget(name: "IpvsTests", dependencies: ["IpvsModel", "IpvsBackend", "IpvsApply", "IptablesBackend", "KubePlan", "KubeModel"]),
-        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink"]),
+        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink", "IpvsModel", "IpvsApply", "KubeModel"]),
     ],
     swiftLanguageModes: [.v6]
 )

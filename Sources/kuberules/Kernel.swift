@@ -43,8 +43,9 @@ struct Diff: ParsableCommand {
     @OptionGroup var options: CompileOptions
 
     func run() throws {
+        if options.backend == .ipvs { return try IpvsCommands.diff(options) }
         guard options.backend == .nftables else {
-            warn("error: diff supports --backend nftables in this build")
+            warn("error: diff supports --backend nftables and ipvs in this build")
             throw ExitCode(Exit.badInput)
         }
         let desired = try Pipeline(options: options).nftables()
@@ -70,9 +71,17 @@ struct Apply: ParsableCommand {
         line. Nothing reaches the kernel unless the whole input is valid. Exit 3 (naming the object)
         when the kernel refuses the batch; the ruleset is then exactly as before.
 
+        ipvs: IPVS has no transactions. Order: ipsets (ipset restore), then new and changed
+        virtual servers each followed by its real servers, the kube-ipvs0 addresses, then the
+        iptables rules (iptables-restore --noflush), then removals (real servers, virtual servers,
+        addresses). A removed TCP real server with connections is set to weight 0 and deleted by
+        a later apply once idle. Exit 3 naming the object when the kernel refuses a request, or
+        when the kernel has no IPVS. See docs/ipvs.md.
+
         Examples:
           kuberules apply --backend nftables --node-name node-a cluster/
           kuberules apply --dry-run --backend nftables --node-name node-a cluster/
+          kuberules apply --backend ipvs --node-name node-a cluster/
         """)
 
     @Flag(name: .long, help: "Print the changes instead of making them.")
@@ -81,8 +90,9 @@ struct Apply: ParsableCommand {
     @OptionGroup var options: CompileOptions
 
     func run() throws {
+        if options.backend == .ipvs { return try IpvsCommands.apply(options, dryRun: dryRun) }
         guard options.backend == .nftables else {
-            warn("error: apply supports --backend nftables in this build")
+            warn("error: apply supports --backend nftables and ipvs in this build")
             throw ExitCode(Exit.badInput)
         }
         let desired = try Pipeline(options: options).nftables()
@@ -105,19 +115,25 @@ struct Cleanup: ParsableCommand {
         nftables: deletes the tables `ip TABLE` and `ip6 TABLE` (default kuberules). Other tables
         (kube-proxy's, Docker's, firewalld's) are not read or touched.
 
+        ipvs: deletes the IPVS virtual servers whose address is on kube-ipvs0, the kube-ipvs0
+        interface, IPVS mode's jumps and chains (iptables and ip6tables) and its ipsets. Virtual
+        servers on other addresses are left alone.
+
         Examples:
           kuberules cleanup --backend nftables
+          kuberules cleanup --backend ipvs
         """)
 
-    @Option(name: .long, help: "Rules to remove: nftables.")
+    @Option(name: .long, help: "Rules to remove: nftables or ipvs.")
     var backend: Backend = .nftables
 
     @Option(name: .long, help: ArgumentHelp("nftables: the name of our table in each family.", valueName: "name"))
     var table: String = "kuberules"
 
     func run() throws {
+        if backend == .ipvs { return try IpvsCommands.cleanup() }
         guard backend == .nftables else {
-            warn("error: cleanup supports --backend nftables in this build")
+            warn("error: cleanup supports --backend nftables and ipvs in this build")
             throw ExitCode(Exit.badInput)
         }
         let kernel = try openNftKernel()
