@@ -27,20 +27,28 @@ let package = Package(
         .target(name: "NftBackend", dependencies: ["KubePlan", "NftModel"]),
         // Kernel protocol, in-memory fake, diff and apply logic (pure Swift, no C).
         .target(name: "NftApply", dependencies: ["NftModel"]),
+        // IPVS values: virtual servers, real servers, ipsets, and their ipvsadm / ipset text.
+        .target(name: "IpvsModel", dependencies: ["KubeModel"]),
+        // plan -> IpvsConfig (pure): kube-proxy's IPVS mode (virtual servers, dummy addresses, ipsets, iptables).
+        .target(name: "IpvsBackend", dependencies: ["KubePlan", "IptablesBackend", "IpvsModel"]),
+        // IPVS kernel protocol, in-memory fake, diff and ordered apply (pure Swift, no C).
+        .target(name: "IpvsApply", dependencies: ["IpvsModel", "KubeModel"]),
         // The C boundary: libmnl + libnftnl.
         .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl",
                        providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
-        // The only Swift target that sees C types: nftables (libnftnl) and, later, IPVS genetlink over libmnl.
-        .target(name: "Netlink", dependencies: ["CNetfilter", "NftModel", "NftApply"]),
+        // The only Swift target that sees C types: nftables (libnftnl), IPVS genetlink and rtnetlink (libmnl).
+        .target(name: "Netlink", dependencies: ["CNetfilter", "NftModel", "NftApply", "IpvsModel", "IpvsApply", "KubeModel"]),
         .executableTarget(name: "kuberules", dependencies: [
             "KubeModel", "KubePlan", "IptablesBackend", "IptablesApply", "NftModel", "NftBackend", "NftApply", "Netlink",
+            "IpvsModel", "IpvsBackend", "IpvsApply",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KubeModelTests", dependencies: ["KubeModel"]),
         .testTarget(name: "KubePlanTests", dependencies: ["KubePlan"]),
         .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "IptablesApply", "KubePlan", "KubeModel"]),
         .testTarget(name: "NftTests", dependencies: ["NftModel", "NftApply", "NftBackend", "KubePlan", "KubeModel"]),
-        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink"]),
+        .testTarget(name: "IpvsTests", dependencies: ["IpvsModel", "IpvsBackend", "IpvsApply", "IptablesBackend", "KubePlan", "KubeModel"]),
+        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink", "IpvsModel", "IpvsApply", "KubeModel"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -38,30 +38,33 @@ public struct IptablesCommands: IptablesKernel {
 
     public func save(table: String) throws -> String {
         let cmd = variant.command("save", family: family)
-        let (status, out, err) = try Self.run(cmd, ["-t", table])
+        let (status, out, err) = try HostProcess.run(cmd, ["-t", table])
         guard status == 0 else { throw IptablesError("\(cmd) -t \(table) failed (exit \(status)): \(err.trimmed)") }
         return out
     }
 
     public func restore(_ text: String) throws {
         let cmd = variant.command("restore", family: family)
-        let file = try Self.temporaryFile(text)
+        let file = try HostProcess.temporaryFile(text)
         defer { try? FileManager.default.removeItem(atPath: file) }
         // The rules come on stdin: `-w FILE` would take FILE as -w's optional argument.
-        let (status, _, err) = try Self.run(cmd, ["--noflush", "-w"], stdin: file)
+        let (status, _, err) = try HostProcess.run(cmd, ["--noflush", "-w"], stdin: file)
         guard status == 0 else { throw IptablesError("\(cmd) --noflush refused the rules (exit \(status)): \(err.trimmed)") }
     }
 
     public func canonical(_ restoreText: String, tables: [String]) throws -> String? {
         let restore = variant.command("restore", family: family), save = variant.command("save", family: family)
-        let file = try Self.temporaryFile(restoreText)
+        let file = try HostProcess.temporaryFile(restoreText)
         defer { try? FileManager.default.removeItem(atPath: file) }
         let script = "\(restore) --noflush \"$1\" && " + tables.map { "\(save) -t \($0)" }.joined(separator: " && ")
-        let (status, out, _) = try Self.run("unshare", ["-n", "sh", "-c", script, "sh", file])
+        let (status, out, _) = try HostProcess.run("unshare", ["-n", "sh", "-c", script, "sh", file])
         return status == 0 ? out : nil
     }
+}
 
-    static func temporaryFile(_ text: String) throws -> String {
+/// Runs the host tools (iptables-*, ipset): posix_spawn with output in temporary files.
+public enum HostProcess {
+    public static func temporaryFile(_ text: String) throws -> String {
         let path = NSTemporaryDirectory() + "kuberules-\(getpid())-\(UInt32.random(in: 0 ... .max)).rules"
         guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else {
             throw IptablesError("cannot write \(path)")
@@ -72,7 +75,7 @@ public struct IptablesCommands: IptablesKernel {
     /// Runs a program found on PATH; returns exit status, stdout, stderr. posix_spawn with the
     /// output in temporary files: Foundation's Process needs a loopback socket for its run loop,
     /// which a fresh network namespace (lo down) does not have.
-    static func run(_ program: String, _ args: [String], stdin: String = "/dev/null") throws -> (Int32, String, String) {
+    public static func run(_ program: String, _ args: [String], stdin: String = "/dev/null") throws -> (Int32, String, String) {
         let outPath = try temporaryFile(""), errPath = try temporaryFile("")
         defer {
             try? FileManager.default.removeItem(atPath: outPath)
@@ -98,6 +101,13 @@ public struct IptablesCommands: IptablesKernel {
         let out = FileManager.default.contents(atPath: outPath) ?? Data()
         let err = FileManager.default.contents(atPath: errPath) ?? Data()
         return (code, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    /// Runs a program with `input` on its stdin.
+    public static func run(_ program: String, _ args: [String], input: String) throws -> (Int32, String, String) {
+        let file = try temporaryFile(input)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        return try run(program, args, stdin: file)
     }
 }
 

@@ -30,13 +30,15 @@ public struct SavedTable: Sendable, Equatable {
     }
 }
 
-/// The chains kuberules owns in iptables mode: exactly the chains kube-proxy's iptables mode writes
+/// The chains kuberules owns: exactly the chains kube-proxy's iptables and IPVS modes write
 /// (fixed names plus the hashed per-service and per-endpoint chains). Chains of anyone else,
 /// including kubelet's KUBE-KUBELET-CANARY, are never written, flushed or deleted.
 public enum Ownership {
     public static let fixedChains: Set<String> = [
         "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ",
         "KUBE-FORWARD", "KUBE-PROXY-FIREWALL", "KUBE-FIREWALL", "KUBE-PROXY-CANARY",
+        // IPVS mode's chains (switching modes removes the other mode's chains, as kube-proxy does).
+        "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-SOURCE-RANGES-FIREWALL", "KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER",
     ]
     public static let hashedPrefixes = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"]
 

@@ -55,6 +55,11 @@ public struct IptablesJump: Sendable, Hashable {
     public var comment: String
     public var extraArgs: String
 
+    public init(table: String, sourceChain: String, targetChain: String, comment: String, extraArgs: String) {
+        self.table = table; self.sourceChain = sourceChain; self.targetChain = targetChain
+        self.comment = comment; self.extraArgs = extraArgs
+    }
+
     /// The rule specification without the chain: `-m conntrack --ctstate NEW -m comment --comment "…" -j KUBE-…`.
     public var ruleSpec: String {
         var s = extraArgs

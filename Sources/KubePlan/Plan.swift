@@ -117,6 +117,8 @@ public struct Plan: Sendable {
     /// Above 1000 endpoints kube-proxy drops per-endpoint comments.
     public var largeClusterMode: Bool { totalEndpoints > 1000 }
     public var ipvsScheduler: String
+    /// The node's own addresses of this family (--node-ip, or the Node object's), in the order given.
+    public var nodeIPs: [IPAddress] = []
     /// Every ClusterIP of this family that has at least one service port (for unknown-port rejects).
     public var clusterIPs: [IPAddress] {
         Array(Set(services.map(\.clusterIP))).sorted()
@@ -179,7 +181,8 @@ public enum Planner {
         return Plan(family: family, nodeName: node.nodeName, services: out, masqueradeBit: node.proxy.masqueradeBit,
                     masqueradeAll: node.proxy.masqueradeAll, localDetector: node.localDetector(family),
                     nodePorts: nodePorts, localhostNodePorts: localhost, primaryNodeIP: primary,
-                    totalEndpoints: total, ipvsScheduler: node.proxy.ipvsScheduler)
+                    totalEndpoints: total, ipvsScheduler: node.proxy.ipvsScheduler,
+                    nodeIPs: node.nodeIPs.filter { $0.family == family })
     }
 
     /// All endpoints of one service port, deduplicated by IP:PORT (a ready copy wins), sorted by IP:PORT.

@@ -50,8 +50,9 @@ struct Diff: ParsableCommand {
 
     func run() throws {
         if options.backend == .iptables { return try IptablesKernelCommands.diff(options) }
+        if options.backend == .ipvs { return try IpvsCommands.diff(options) }
         guard options.backend == .nftables else {
-            warn("error: diff supports --backend nftables and iptables in this build")
+            warn("error: diff supports --backend nftables, iptables and ipvs")
             throw ExitCode(Exit.badInput)
         }
         let desired = try Pipeline(options: options).nftables()
@@ -82,10 +83,18 @@ struct Apply: ParsableCommand {
         stale chains of ours and inserts missing jumps from the built-in chains. Each table commits
         atomically. --iptables picks iptables-nft or iptables-legacy (default: the system's).
 
+        ipvs: IPVS has no transactions. Order: ipsets (ipset restore), then new and changed
+        virtual servers each followed by its real servers, the kube-ipvs0 addresses, then the
+        iptables rules (iptables-restore --noflush), then removals (real servers, virtual servers,
+        addresses). A removed TCP real server with connections is set to weight 0 and deleted by
+        a later apply once idle. Exit 3 naming the object when the kernel refuses a request, or
+        when the kernel has no IPVS. See docs/ipvs.md.
+
         Examples:
           kuberules apply --backend iptables --node-name node-a cluster/
           kuberules apply --backend nftables --node-name node-a cluster/
           kuberules apply --dry-run --backend nftables --node-name node-a cluster/
+          kuberules apply --backend ipvs --node-name node-a cluster/
         """)
 
     @Flag(name: .long, help: "Print the changes instead of making them.")
@@ -95,8 +104,9 @@ struct Apply: ParsableCommand {
 
     func run() throws {
         if options.backend == .iptables { return try IptablesKernelCommands.apply(options, dryRun: dryRun) }
+        if options.backend == .ipvs { return try IpvsCommands.apply(options, dryRun: dryRun) }
         guard options.backend == .nftables else {
-            warn("error: apply supports --backend nftables and iptables in this build")
+            warn("error: apply supports --backend nftables, iptables and ipvs")
             throw ExitCode(Exit.badInput)
         }
         let desired = try Pipeline(options: options).nftables()
@@ -123,12 +133,17 @@ struct Cleanup: ParsableCommand {
         deletes our chains (kube-proxy's KUBE-* chains in filter and nat); other chains and rules
         stay. One family per run (--ip-family).
 
+        ipvs: deletes the IPVS virtual servers whose address is on kube-ipvs0, the kube-ipvs0
+        interface, IPVS mode's jumps and chains (iptables and ip6tables) and its ipsets. Virtual
+        servers on other addresses are left alone.
+
         Examples:
           kuberules cleanup --backend nftables
           kuberules cleanup --backend iptables --iptables legacy --ip-family ipv6
+          kuberules cleanup --backend ipvs
         """)
 
-    @Option(name: .long, help: "Rules to remove: nftables or iptables.")
+    @Option(name: .long, help: "Rules to remove: nftables, iptables or ipvs.")
     var backend: Backend = .nftables
 
     @Option(name: .long, help: "iptables: which iptables to run: system, nft or legacy.")
@@ -147,8 +162,9 @@ struct Cleanup: ParsableCommand {
         if backend == .iptables {
             return try IptablesKernelCommands.cleanup(variant: iptables, family: ipFamily.family, stateDir: stateDir)
         }
+        if backend == .ipvs { return try IpvsCommands.cleanup(variant: iptables, stateDir: stateDir) }
         guard backend == .nftables else {
-            warn("error: cleanup supports --backend nftables and iptables in this build")
+            warn("error: cleanup supports --backend nftables, iptables and ipvs")
             throw ExitCode(Exit.badInput)
         }
         let kernel = try openNftKernel()

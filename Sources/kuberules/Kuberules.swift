@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KubeModel
 import KubePlan
+import IpvsBackend
 
 /// Exit codes: 0 ok, 1 differences found, 2 bad input or usage, 3 kernel failure.
 enum Exit {
@@ -28,6 +29,7 @@ struct Kuberules: ParsableCommand {
           kuberules render --backend iptables --config proxy.yaml --node-name n1 cluster/
           kuberules check --golden expected.iptables --node-name n1 cluster.yaml
           kuberules render --backend nftables --node-name n1 cluster.yaml | unshare -n nft -f -
+          kuberules render --backend ipvs --section ipvsadm --node-name n1 cluster.yaml | ipvsadm -R
           kuberules diff --backend nftables --node-name n1 cluster.yaml
           kuberules apply --backend nftables --node-name n1 cluster.yaml
           kuberules cleanup --backend nftables
@@ -56,6 +58,11 @@ struct Kuberules: ParsableCommand {
 
 enum Backend: String, ExpressibleByArgument, CaseIterable {
     case iptables, nftables, ipvs
+}
+
+enum SectionOption: String, ExpressibleByArgument, CaseIterable {
+    case ipvsadm, ipset, iptables
+    var section: IpvsConfig.Section { IpvsConfig.Section(rawValue: rawValue)! }
 }
 
 enum FamilyOption: String, ExpressibleByArgument, CaseIterable {
@@ -101,6 +108,9 @@ struct CompileOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("iptables apply/diff: where the partial-sync state is kept.", valueName: "dir"))
     var stateDir: String = "/run/kuberules"
 
+    @Option(name: .long, help: "ipvs: print only one section (ipvsadm, ipset or iptables), without its separator line.")
+    var section: SectionOption?
+
     @Argument(help: ArgumentHelp("Manifest files or directories (*.yaml, *.yml, *.json, recursively); - for stdin.", valueName: "input"))
     var inputs: [String] = []
 
@@ -112,6 +122,7 @@ struct CompileOptions: ParsableArguments {
 
     func validate() throws {
         if table.isEmpty || table.utf8.count > 255 { throw ValidationError("--table: a table name is 1 to 255 characters") }
+        if section != nil && backend != .ipvs { throw ValidationError("--section: only with --backend ipvs") }
         if inputs.isEmpty { throw ValidationError("at least one input (a file, a directory or - for stdin) is required") }
         for ip in nodeIPs where IPAddress(ip) == nil {
             throw ValidationError("--node-ip: \"\(ip)\" is not a valid IP address")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import IptablesBackend
+import IpvsBackend
 import KubeModel
 import KubePlan
 import NftBackend
@@ -44,6 +45,12 @@ struct Pipeline {
         return Timing.measure("nftables backend") { NftBackend.build(plans, table: options.table) }
     }
 
+    func ipvs() throws -> IpvsConfig {
+        let plans = try Timing.measure("load+plan") { try self.plans() }
+        let opts = IpvsOptions(masqueradeRandomFully: options.masqueradeRandomFully)
+        return Timing.measure("ipvs backend") { IpvsBackend.build(plans, options: opts) }
+    }
+
     func render() throws -> String {
         switch options.backend {
         case .iptables:
@@ -53,8 +60,11 @@ struct Pipeline {
             let rs = try nftables()
             return Timing.measure("render text") { rs.render() }
         case .ipvs:
-            warn("error: the \(options.backend.rawValue) backend is not available in this build yet")
-            throw ExitCode(Exit.badInput)
+            let config = try ipvs()
+            return Timing.measure("render text") {
+                if let section = options.section { return config.render(section.section, withJumps: options.withJumps) }
+                return config.render(withJumps: options.withJumps)
+            }
         }
     }
 }

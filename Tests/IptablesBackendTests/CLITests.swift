@@ -66,4 +66,29 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(u.status, 0, u.stderr)
         XCTAssertEqual(try TestSupport.kuberules(["check", "--golden", golden.path] + args).status, 0)
     }
+
+    /// `--backend ipvs`: sections extractable on their own; on a kernel without IPVS, apply and
+    /// diff exit 3 with a clear message and change nothing (checked only where IPVS is missing).
+    func testIpvsSectionsAndMissingIPVS() throws {
+        let dir = TestSupport.fixtures.appendingPathComponent("example")
+        let args = TestSupport.fixtureArgs(dir)
+        let all = try TestSupport.kuberules(["render", "--backend", "ipvs"] + args)
+        XCTAssertEqual(all.status, 0, all.stderr)
+        var joined = ""
+        for (section, separator) in [("ipvsadm", "# --- ipvsadm -R ---"), ("ipset", "# --- ipset restore ---"), ("iptables", "# --- iptables-restore ---")] {
+            let r = try TestSupport.kuberules(["render", "--backend", "ipvs", "--section", section] + args)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertFalse(r.stdout.contains("# --- "))
+            joined += separator + "\n" + r.stdout
+        }
+        XCTAssertEqual(joined, all.stdout)
+        XCTAssertEqual(try TestSupport.kuberules(["render", "--section", "ipset"] + args).status, 2, "--section needs --backend ipvs")
+
+        guard !FileManager.default.fileExists(atPath: "/proc/net/ip_vs") else { return }
+        for command in [["apply"], ["apply", "--dry-run"], ["diff"]] {
+            let r = try TestSupport.kuberules(command + ["--backend", "ipvs"] + args)
+            XCTAssertEqual(r.status, 3, "\(command): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("IPVS is not available in this kernel"), r.stderr)
+        }
+    }
 }

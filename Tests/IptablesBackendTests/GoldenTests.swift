@@ -10,7 +10,7 @@ final class GoldenTests: XCTestCase {
         let dirs = TestSupport.fixtureDirs
         XCTAssertGreaterThan(dirs.count, 10, "fixture library not found at \(TestSupport.fixtures.path)")
         for dir in dirs {
-            for (backend, file) in [("iptables", "expected.iptables"), ("nftables", "expected.nft")] {
+            for (backend, file) in [("iptables", "expected.iptables"), ("nftables", "expected.nft"), ("ipvs", "expected.ipvs")] {
                 let golden = dir.appendingPathComponent(file)
                 var args = ["check", "--backend", backend, "--golden", golden.path]
                 if record { args.append("--update") }
