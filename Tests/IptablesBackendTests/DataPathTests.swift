@@ -1,39 +1,73 @@
 import Foundation
 import XCTest
 
-/// Real packets through the rules of both backends (see datapath/run.sh): pod → ClusterIP
-/// spreads over both endpoints keeping the pod source, hairpin is masqueraded, UDP answers,
-/// NodePort answers, a service without endpoints is refused at once.
+/// Real packets through the rules `kuberules apply` installs, for nftables and iptables (see
+/// datapath/run.sh for the namespaces: an external client with two sources, a node, three pods).
 final class DataPathTests: XCTestCase {
-    func run(_ mode: String) throws -> [String] {
+    typealias Flows = [String: [String: Int]]
+
+    func run(_ mode: String) throws -> Flows {
         guard TestSupport.isRoot else { throw XCTSkip("needs root to create network namespaces (CI runs as root)") }
         guard TestSupport.which("ip") != nil, TestSupport.which("python3") != nil else { throw XCTSkip("needs iproute2 and python3") }
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("datapath/run.sh").path
         guard let unshare = TestSupport.which("unshare") else { throw XCTSkip("unshare not installed") }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("datapath/run.sh").path
         // The script itself also runs in a throwaway namespace: not even a veth is created in ours.
         let r = try TestSupport.run(unshare, ["-n", "/bin/bash", script, TestSupport.binary.path, mode])
         XCTAssertEqual(r.status, 0, r.stderr)
-        return r.stdout.split(separator: "\n").map(String.init)
+        var flows = Flows()
+        for line in r.stdout.split(separator: "\n") {
+            let words = line.split(separator: " ").map(String.init)
+            if words.first == "LEFT" { flows["LEFT"] = [words[1]: 1]; continue }
+            guard words.count >= 2, words[0] == "FLOW" else { continue }
+            var answers = [String: Int]()
+            for token in words.dropFirst(2) {
+                let kv = token.split(separator: "=")
+                answers[String(kv[0])] = Int(kv[1]) ?? 0
+            }
+            flows[words[1]] = answers
+        }
+        return flows
     }
 
-    func check(_ lines: [String], mode: String) {
-        let cluster = lines.filter { $0.hasPrefix("clusterip ") }
-        XCTAssertEqual(cluster.count, 12, "\(lines)")
-        XCTAssertTrue(cluster.contains("clusterip pod2 10.244.0.2"), "\(mode): pod2 must see pod1's own source: \(cluster)")
-        XCTAssertTrue(cluster.contains("clusterip pod1 10.244.0.1"), "\(mode): hairpin must be masqueraded to the node: \(cluster)")
-        XCTAssertTrue(cluster.allSatisfy { $0 == "clusterip pod2 10.244.0.2" || $0 == "clusterip pod1 10.244.0.1" }, "\(mode): \(cluster)")
-        XCTAssertTrue(lines.contains { $0.hasPrefix("udp pod") }, "\(mode): \(lines)")
-        XCTAssertTrue(lines.contains { $0.hasPrefix("nodeport pod") }, "\(mode): \(lines)")
-        XCTAssertTrue(lines.contains("noendpoints ConnectionRefusedError"), "\(mode): \(lines)")
+    func check(_ f: Flows, _ mode: String) {
+        func only(_ flow: String, _ answers: [String: Int], _ why: String, file: StaticString = #filePath, line: UInt = #line) {
+            XCTAssertEqual(f[flow], answers, "\(mode) \(flow): \(why)", file: file, line: line)
+        }
+        // Pod -> ClusterIP: spread over the three endpoints (90 connections, 1/3 each: each gets
+        // at least 12 except with probability < 1e-4), the pod's source kept; hairpin masqueraded.
+        let spread = f["pod-clusterip"] ?? [:]
+        XCTAssertEqual(Set(spread.keys), ["pod1@10.244.0.1", "pod2@10.244.0.2", "pod3@10.244.0.2"],
+                       "\(mode): pod -> ClusterIP must reach every endpoint, keep the pod source, masquerade the hairpin: \(spread)")
+        XCTAssertEqual(spread.values.reduce(0, +), 90)
+        for (k, n) in spread { XCTAssertGreaterThanOrEqual(n, 12, "\(mode): \(k) got \(n) of 90: \(spread)") }
+        XCTAssertEqual(f["pod-udp"]?.values.reduce(0, +), 3)
+        XCTAssertTrue(f["pod-udp"]?.keys.allSatisfy { $0.hasPrefix("pod") } ?? false, "\(mode) UDP: \(f["pod-udp"] ?? [:])")
+        // Off-cluster client: ClusterIP, NodePort (eTP=Cluster) and externalIP answer, masqueraded to the node.
+        for flow in ["client-clusterip", "client-nodeport", "client-externalip"] {
+            let a = f[flow] ?? [:]
+            XCTAssertFalse(a.isEmpty, "\(mode) \(flow)")
+            XCTAssertTrue(a.keys.allSatisfy { ["pod1@10.244.0.1", "pod2@10.244.0.1", "pod3@10.244.1.1"].contains($0) },
+                          "\(mode) \(flow): must be answered by an endpoint and masqueraded: \(a)")
+        }
+        // eTP=Local: only the local endpoint, client source kept; LB source ranges let .100 in and drop .101.
+        only("client-local-nodeport", ["pod1@192.168.50.100": 12], "eTP=Local reaches only local endpoints and keeps the source")
+        only("client-lb-allowed", ["pod1@192.168.50.100": 6], "the allowed source reaches the LB IP")
+        only("client-lb-blocked", ["TimeoutError": 2], "a source outside loadBalancerSourceRanges is dropped")
+        only("pod-noendpoints", ["ConnectionRefusedError": 3], "no endpoints: REJECT at once, not a timeout")
+        if mode == "nftables" {  // kube-proxy's iptables mode has no such rule; its nftables mode does
+            only("pod-unknownport", ["ConnectionRefusedError": 2], "an unknown port of a ClusterIP is refused")
+        }
+        XCTAssertEqual(f["pod-affinity"]?.count, 1, "\(mode): ClientIP affinity must stick to one endpoint: \(f["pod-affinity"] ?? [:])")
+        only("pod-after-change", ["pod2@10.244.0.2": 12], "after the endpoint change only the new endpoint set answers")
+        XCTAssertEqual(f["LEFT"], ["0": 1], "\(mode): cleanup must leave none of our rules")
+        XCTAssertFalse(f["after-cleanup"]?.keys.contains { $0.hasPrefix("pod") } ?? true, "\(mode): the ClusterIP still answers after cleanup")
     }
 
     func testNftables() throws {
-        let lines = try run("nft")
-        check(lines, mode: "nftables")
-        XCTAssertTrue(lines.contains("unknownport ConnectionRefusedError"), "\(lines)")
+        check(try run("nft"), "nftables")
     }
 
     func testIptables() throws {
-        check(try run("ipt"), mode: "iptables")
+        check(try run("ipt"), "iptables")
     }
 }

@@ -1,49 +1,85 @@
 #!/bin/bash
-# Data-path smoke test: a node namespace with two pod namespaces on veths, kuberules rules in
-# the node namespace, real TCP/UDP connections. Usage: run.sh KUBERULES nft|ipt
-# Every namespace is created here (names carry our PID) and removed on exit; nothing touches
-# the caller's network namespace. Connections have 1-2 s timeouts; servers are killed on exit.
+# Data-path test: real TCP/UDP through the rules kuberules applies. Usage: run.sh KUBERULES nft|ipt
+#
+#   client ns (192.168.50.100 and .101) --veth-- node ns (192.168.50.1, kuberules rules)
+#                                                 |-- veth -- pod1 ns 10.244.0.2 (node-a)
+#                                                 |-- veth -- pod2 ns 10.244.0.3 (node-a)
+#                                                 `-- veth -- pod3 ns 10.244.1.2 (stands for node-b)
+# Each pod runs server.py: TCP 8080 and UDP 5353 answer "<pod> <peer address it saw>".
+# Prints one line per flow: "FLOW <name> <answer>=<count> ...". Every namespace is created here
+# (names carry our PID) and removed on exit; the caller's namespace is not touched (the test runs
+# this script under `unshare -n` as well). Connections time out after 1 s; servers stop by themselves.
 set -u
 B=$1; MODE=$2; DIR=$(cd "$(dirname "$0")" && pwd)
-N=krn$$; P1=krp1$$; P2=krp2$$
-cleanup() { kill $(jobs -p) 2>/dev/null; ip netns del $N 2>/dev/null; ip netns del $P1 2>/dev/null; ip netns del $P2 2>/dev/null; }
+N=krn$$; C=krc$$; PODS="krp1$$ krp2$$ krp3$$"
+STATE=$(mktemp -d)
+cleanup() {
+  kill $(jobs -p) 2>/dev/null
+  for ns in $N $C $PODS; do ip netns del $ns 2>/dev/null; done
+  rm -rf "$STATE"
+}
 trap cleanup EXIT
-ip netns add $N; ip netns add $P1; ip netns add $P2
-ip -n $N link set lo up
+for ns in $N $C $PODS; do ip netns add $ns; ip -n $ns link set lo up; done
+
+# Client: two source addresses on one link to the node; services and external IPs routed via the node.
+ip link add ext netns $N type veth peer name eth0 netns $C
+ip -n $N link set ext up; ip -n $N addr add 192.168.50.1/24 dev ext
+ip -n $C link set eth0 up
+ip -n $C addr add 192.168.50.100/24 dev eth0; ip -n $C addr add 192.168.50.101/24 dev eth0
+ip -n $C route add default via 192.168.50.1
+
+# Pods: one veth each; the node routes each pod address to its veth (proxy ARP answers for the gateway).
 i=0
-for P in $P1 $P2; do
+for P in $PODS; do
   i=$((i+1))
+  case $i in 1) ip=10.244.0.2 gw=10.244.0.1;; 2) ip=10.244.0.3 gw=10.244.0.1;; 3) ip=10.244.1.2 gw=10.244.1.1;; esac
   ip link add v$i netns $N type veth peer name eth0 netns $P
-  ip -n $P link set lo up; ip -n $P link set eth0 up
-  ip -n $P addr add 10.244.0.$((i+1))/24 dev eth0
-  ip -n $N link set v$i up
-  ip -n $N addr add 10.244.0.1/32 dev v$i
-  ip -n $N route add 10.244.0.$((i+1))/32 dev v$i
+  ip -n $P link set eth0 up; ip -n $P addr add $ip/24 dev eth0
+  ip -n $N link set v$i up; ip -n $N addr add $gw/32 dev v$i; ip -n $N route add $ip/32 dev v$i
   ip netns exec $N sysctl -qw net.ipv4.conf.v$i.proxy_arp=1
-  ip -n $P route add default via 10.244.0.1 dev eth0 onlink
-  ip netns exec $P timeout 60 python3 "$DIR/server.py" pod$i &
+  ip -n $P route add default via $gw dev eth0 onlink
+  ip netns exec $P timeout 120 python3 "$DIR/server.py" pod$i &
 done
-ip -n $N addr add 192.168.50.1/32 dev lo
-# A route for the service range (as a node has), so unanswered service traffic reaches FORWARD.
+# Routes for the service range and the external/LB addresses (as a node has), so traffic the rules
+# do not DNAT reaches the filter chains instead of failing the route lookup.
 ip -n $N route add 10.96.0.0/16 dev lo
+ip -n $N route add 198.51.100.0/24 dev lo
 ip netns exec $N sysctl -qw net.ipv4.ip_forward=1
+# REJECT answers with ICMP, which the kernel rate-limits per peer (1/s after a burst of 6):
+# lift the limit so every refused connection is refused at once.
+ip netns exec $N sysctl -qw net.ipv4.icmp_ratelimit=0
 sleep 1
+
+ARGS="--node-name node-a --node-ip 192.168.50.1 --config $DIR/proxy-config.yaml $DIR/services.yaml"
+apply() {
+  if [ "$MODE" = nft ]; then
+    ip netns exec $N "$B" apply --backend nftables --ip-family ipv4 $ARGS "$1" >/dev/null || exit 3
+  else
+    ip netns exec $N "$B" apply --backend iptables --state-dir "$STATE" $ARGS "$1" >/dev/null || exit 3
+  fi
+}
+flow() { local name=$1 ns=$2; shift 2; echo "FLOW $name $(ip netns exec $ns timeout 100 python3 "$DIR/client.py" "$@")"; }
+P1=krp1$$
+
+apply "$DIR/slices.yaml"
+flow pod-clusterip         $P1 tcp 10.96.0.10 80 90
+flow pod-udp               $P1 udp 10.96.0.10 53 3
+flow client-clusterip      $C  tcp 10.96.0.10 80 9
+flow client-nodeport       $C  tcp 192.168.50.1 30080 9
+flow client-externalip     $C  tcp 198.51.100.10 80 6
+flow client-local-nodeport $C  tcp 192.168.50.1 30081 12
+flow client-lb-allowed     $C  tcp 198.51.100.20 80 6 192.168.50.100
+flow client-lb-blocked     $C  tcp 198.51.100.20 80 2 192.168.50.101
+flow pod-noendpoints       $P1 tcp 10.96.0.11 80 3
+flow pod-unknownport       $P1 tcp 10.96.0.10 81 2
+flow pod-affinity          $P1 tcp 10.96.0.13 80 12
+apply "$DIR/slices-changed.yaml"
+flow pod-after-change      $P1 tcp 10.96.0.10 80 12
 if [ "$MODE" = nft ]; then
-  ip netns exec $N "$B" apply --backend nftables --ip-family ipv4 --node-name node --node-ip 192.168.50.1 "$DIR/cluster.yaml" >/dev/null || exit 3
+  ip netns exec $N "$B" cleanup --backend nftables >/dev/null || exit 3
+  echo "LEFT $(ip netns exec $N nft list ruleset | wc -l)"
 else
-  ip netns exec $N sh -c "'$B' render --with-jumps --node-name node --node-ip 192.168.50.1 '$DIR/cluster.yaml' | iptables-restore --noflush" || exit 3
+  ip netns exec $N "$B" cleanup --backend iptables --state-dir "$STATE" >/dev/null || exit 3
+  echo "LEFT $(ip netns exec $N iptables-save | grep -c KUBE-)"
 fi
-tcp() { ip netns exec $1 timeout 3 python3 -c "
-import socket
-try:
-    s = socket.create_connection(('$2', $3), 2); print(s.recv(100).decode().strip())
-except Exception as e: print(type(e).__name__)"; }
-for k in $(seq 12); do echo "clusterip $(tcp $P1 10.96.0.10 80)"; done
-echo "udp $(ip netns exec $P1 timeout 3 python3 -c "
-import socket
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2); u.sendto(b'x', ('10.96.0.10', 53))
-try: print(u.recv(100).decode().strip())
-except Exception as e: print(type(e).__name__)")"
-echo "nodeport $(tcp $N 192.168.50.1 30080)"
-echo "noendpoints $(tcp $P1 10.96.0.11 80)"
-echo "unknownport $(tcp $P1 10.96.0.10 81)"
+flow after-cleanup         $P1 tcp 10.96.0.10 80 1
