@@ -57,3 +57,8 @@ record:
 
 clean:
 	rm -rf .build
+
+## test-ipvs: boot Debian's kernel in qemu and check IPVS for real (Tests/ipvs-vm/README.md)
+.PHONY: test-ipvs
+test-ipvs:
+	bash Tests/ipvs-vm/run.sh
