@@ -55,6 +55,12 @@ record:
 	$(SWIFT) build --build-tests
 	KUBERULES_RECORD=1 $(SWIFT) test --skip-build --filter GoldenTests
 
+## bench: release build, then kuberules side by side with nft / iptables-restore at 1k and 10k services
+##        (BENCH_N="1000 10000 30000" for more, BENCH_SLOW=0 to skip the minutes-long stock loads; needs root)
+bench: deps
+	$(SWIFT) build -c release --product kuberules
+	python3 bench/bench.py
+
 clean:
 	rm -rf .build
 

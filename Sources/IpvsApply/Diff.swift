@@ -106,12 +106,13 @@ public enum IpvsDiff {
 
     /// `cleanup`: every virtual server whose address is on the dummy interface, then the
     /// interface itself (which takes its addresses with it). Nothing else.
-    public static func cleanup(interface: String, current: IpvsKernelState) -> [IpvsChange] {
-        guard current.interfaceExists else { return [] }
-        let bound = Set(current.addresses)
-        var out = current.services.filter { bound.contains($0.key.address) }.sorted { $0.key < $1.key }
+    /// Deletes the virtual servers on the dummy interface's addresses and those listed in
+    /// `alsoOwned` (NodePort virtual servers on node addresses, recorded by apply), then the interface.
+    public static func cleanup(interface: String, current: IpvsKernelState, alsoOwned: Set<IpvsServiceKey> = []) -> [IpvsChange] {
+        let bound = current.interfaceExists ? Set(current.addresses) : []
+        var out = current.services.filter { bound.contains($0.key.address) || alsoOwned.contains($0.key) }.sorted { $0.key < $1.key }
             .map { IpvsChange.deleteService($0.key) }
-        out.append(.deleteInterface(interface))
+        if current.interfaceExists { out.append(.deleteInterface(interface)) }
         return out
     }
 }
@@ -159,8 +160,8 @@ public final class IpvsApplier {
 
     /// Removes the virtual servers on the dummy interface and the interface. Returns the changes made.
     @discardableResult
-    public func cleanup(interface: String) throws -> [IpvsChange] {
-        let changes = IpvsDiff.cleanup(interface: interface, current: try kernel.read(interface: interface))
+    public func cleanup(interface: String, alsoOwned: Set<IpvsServiceKey> = []) throws -> [IpvsChange] {
+        let changes = IpvsDiff.cleanup(interface: interface, current: try kernel.read(interface: interface), alsoOwned: alsoOwned)
         try perform(changes)
         return changes
     }

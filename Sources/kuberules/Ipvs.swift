@@ -97,6 +97,50 @@ func hostStep<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
+/// What apply records for cleanup: the virtual servers on node addresses (NodePorts), which,
+/// unlike those on kube-ipvs0, cannot be recognised as ours from the kernel alone.
+enum IpvsOwnedRecord {
+    static func path(_ stateDir: String) -> String { stateDir + "/ipvs-node-virtual-servers" }
+
+    static func write(_ config: IpvsConfig, stateDir: String) throws {
+        let bound = Set(config.boundAddresses)
+        let lines = config.services.map(\.key).filter { !bound.contains($0.address) }.sorted()
+            .map { "\($0.proto.rawValue) \($0.address) \($0.port)" }
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        try Data(lines.map { $0 + "\n" }.joined().utf8).write(to: URL(fileURLWithPath: path(stateDir)))
+    }
+
+    static func read(stateDir: String) -> Set<IpvsServiceKey> {
+        guard let text = try? String(contentsOfFile: path(stateDir), encoding: .utf8) else { return [] }
+        var keys = Set<IpvsServiceKey>()
+        for line in text.split(separator: "\n") {
+            let w = line.split(separator: " ")
+            guard w.count == 3, let proto = L4Protocol(rawValue: String(w[0])), let ip = IPAddress(String(w[1])), let port = Int(w[2]) else { continue }
+            keys.insert(IpvsServiceKey(proto: proto, address: ip, port: port))
+        }
+        return keys
+    }
+}
+
+/// The sysctls kube-proxy's IPVS mode sets (per network namespace): conntrack for IPVS
+/// connections (needed for masquerade and for traffic from the node itself), and expiry of
+/// connections to removed real servers and of stale persistence templates.
+enum IpvsSysctls {
+    static let values = [("net/ipv4/vs/conntrack", "1"), ("net/ipv4/vs/expire_nodest_conn", "1"),
+                         ("net/ipv4/vs/expire_quiescent_template", "1")]
+
+    static func apply() throws {
+        for (key, value) in values {
+            let path = "/proc/sys/" + key
+            guard let h = FileHandle(forWritingAtPath: path) else {
+                throw HostTools.Failure(description: "cannot set \(key.replacingOccurrences(of: "/", with: ".")) (is ip_vs loaded?)")
+            }
+            defer { try? h.close() }
+            try h.write(contentsOf: Data(value.utf8))
+        }
+    }
+}
+
 enum IpvsCommands {
     static func diff(_ options: CompileOptions) throws {
         let config = try Pipeline(options: options).ipvs()
@@ -130,7 +174,9 @@ enum IpvsCommands {
                   + "ipsets: \(ipsets.createdSets.count) created, \(ipsets.added) added, \(ipsets.removed) removed; iptables: \(rules) rules would be restored")
             return
         }
-        // Order: ipsets (the rules refer to them), IPVS additions, iptables, IPVS removals.
+        // Order: sysctls, ipsets (the rules refer to them), IPVS additions, iptables, IPVS removals.
+        try hostStep { try IpvsSysctls.apply() }
+        try hostStep { try IpvsOwnedRecord.write(config, stateDir: options.stateDir) }
         try hostStep { try HostTools.restoreIpsets(ipsets.text) }
         try kernelOperation("applying IPVS") { try applier.perform(plan.additions) }
         try hostStep { for f in config.families { try HostTools.restoreIptables(f.iptables, variant: options.iptables, stateDir: options.stateDir) } }
@@ -144,7 +190,11 @@ enum IpvsCommands {
 
     static func cleanup(variant: IptablesVariantOption, stateDir: String) throws {
         let kernel = try openIpvsKernel()
-        let changes = try kernelOperation("removing IPVS state") { try IpvsApplier(kernel: kernel).cleanup(interface: IpvsBackend.dummyInterface) }
+        let owned = IpvsOwnedRecord.read(stateDir: stateDir)
+        let changes = try kernelOperation("removing IPVS state") {
+            try IpvsApplier(kernel: kernel).cleanup(interface: IpvsBackend.dummyInterface, alsoOwned: owned)
+        }
+        try? FileManager.default.removeItem(atPath: IpvsOwnedRecord.path(stateDir))
         var removed = changes.map { $0.object }
         for family in [IPFamily.ipv4, .ipv6] where try hostStep({ try HostTools.removeIptables(family, variant: variant, stateDir: stateDir) }) {
             removed.append("\(family.rawValue) iptables chains")

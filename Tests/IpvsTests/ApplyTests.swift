@@ -143,6 +143,17 @@ final class IpvsApplyTests: XCTestCase {
         XCTAssertTrue(try IpvsApplier(kernel: k).cleanup(interface: "kube-ipvs0").isEmpty)
     }
 
+    func testCleanupAlsoRemovesTheRecordedNodePortVirtualServers() throws {
+        let k = FakeIpvsKernel()
+        k.install(interface: "kube-ipvs0", addresses: [ip("10.96.0.1")])
+        k.install(vs("10.96.0.1", 80))
+        k.install(vs("192.168.1.10", 30080))
+        k.install(vs("192.168.1.10", 22))
+        let changes = try IpvsApplier(kernel: k).cleanup(interface: "kube-ipvs0", alsoOwned: [key("192.168.1.10", 30080)])
+        XCTAssertEqual(changes.map(\.description), ["-D -t 10.96.0.1:80", "-D -t 192.168.1.10:30080", "ip link del kube-ipvs0"])
+        XCTAssertEqual(Set(k.services.keys), [key("192.168.1.10", 22)])
+    }
+
     func testIpsetScriptAddsMissingAndDeletesStaleEntries() {
         let save = """
         create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""`make bench`: kuberules side by side with the stock tools, every comparison in the same run.
+
+Environment: KUBERULES (binary, default .build/release/kuberules), BENCH_N (default "1000 10000";
+add 30000 where it fits), BENCH_M (endpoints per service, default 10), BENCH_SLOW=0 to skip the
+loads that take minutes (kube-proxy's nftables layout and iptables-nft-restore at 10k+),
+BENCH_LATENCY (service counts for the latency benchmark, default "100 10000").
+Needs root: every load goes into a network namespace created for it (`ip netns add`), removed after.
+Prints a Markdown report and writes it to .build/bench/report.md.
+"""
+import os, platform, re, shutil, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.abspath(os.environ.get("KUBERULES", os.path.join(ROOT, ".build/release/kuberules")))
+NS = [int(x) for x in os.environ.get("BENCH_N", "1000 10000").split()]
+M = int(os.environ.get("BENCH_M", "10"))
+SLOW = os.environ.get("BENCH_SLOW", "1") == "1"
+LAT = [int(x) for x in os.environ.get("BENCH_LATENCY", "100 10000").split()]
+W = os.path.join(ROOT, ".build/bench")
+GEN = os.path.join(ROOT, "bench/gen.py")
+NODE = ["--node-name", "node-a", "--node-ip", "192.168.50.1"]
+report = []
+
+def out(line=""):
+    print(line, flush=True)
+    report.append(line)
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, capture_output=True, text=True, **kw)
+
+class Netns:
+    """A network namespace of our own (`ip netns add`), removed on exit."""
+    count = 0
+    def __init__(self):
+        Netns.count += 1
+        self.name = "krbench%d-%d" % (os.getpid(), Netns.count)
+    def __enter__(self):
+        sh(["ip", "netns", "add", self.name]); sh(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        return self
+    def __exit__(self, *a):
+        subprocess.run(["ip", "netns", "del", self.name])
+    def run(self, cmd, stdin=None):
+        """Runs cmd in the namespace; returns (seconds, peak RSS in MB, stdout)."""
+        tf = os.path.join(W, "time.out")
+        full = ["ip", "netns", "exec", self.name, "/usr/bin/time", "-f", "%e %M", "-o", tf] + cmd
+        start = time.perf_counter()
+        with open(stdin) if stdin else open(os.devnull) as f:
+            p = subprocess.run(full, stdin=f, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if p.returncode != 0:
+            raise SystemExit("failed (%d): %s\n%s" % (p.returncode, " ".join(cmd), p.stderr[-2000:]))
+        rss = int(open(tf).read().split()[-1]) / 1024
+        return wall, rss, p.stdout
+
+def timed(cmd, stdout_path=None):
+    """Runs cmd outside any namespace (pure compile); returns (seconds, peak RSS MB)."""
+    tf = os.path.join(W, "time.out")
+    start = time.perf_counter()
+    with open(stdout_path or os.devnull, "w") as f:
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf] + cmd, stdout=f, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    if p.returncode != 0:
+        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), p.stderr[-2000:]))
+    return wall, int(open(tf).read().split()[-1]) / 1024
+
+def summary(text):
+    """Parses `kuberules apply --backend nftables`'s summary line."""
+    m = re.search(r"(\d+) messages, (\d+) bytes, \d+ attempt\(s\), (\d+) ms", text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
+
+def ratio(a, b):
+    return "%.1f×" % (a / b) if b > 0 else "–"
+
+def machine():
+    nproc = os.cpu_count()
+    mem = int(open("/proc/meminfo").readline().split()[1]) // 1024 // 1024
+    nft = sh(["nft", "--version"]).stdout.strip()
+    ipt = sh(["iptables", "--version"]).stdout.strip()
+    swift = sh(["swift", "--version"]).stdout.splitlines()[0] if shutil.which("swift") else "?"
+    return "%d vCPU, %d GiB, kernel %s, %s, %s, %s" % (nproc, mem, platform.release(), nft, ipt, swift)
+
+def gen(n, path, *extra):
+    sh([sys.executable, GEN, str(n), str(M), path] + list(extra))
+
+def bench_size(n):
+    d = os.path.join(W, str(n)); os.makedirs(d, exist_ok=True)
+    cluster, kp = os.path.join(d, "cluster.json"), os.path.join(d, "kube-proxy.nft")
+    gen(n, cluster, "--kube-proxy-nft", kp)
+    for change in ("endpoint", "add", "remove"):
+        gen(n, os.path.join(d, "cluster-%s.json" % change), "--change", change)
+    size = os.path.getsize(cluster) / 1e6
+    out("### %d services × %d endpoints (%.0f MB of JSON)" % (n, M, size))
+    out()
+    out("| compile (render to text) | time | peak memory | output |")
+    out("|---|---|---|---|")
+    texts = {}
+    for backend, extra in (("iptables", ["--with-jumps"]), ("nftables", []), ("ipvs", [])):
+        path = os.path.join(d, "rules." + backend)
+        t, rss = timed([BIN, "render", "--backend", backend] + extra + NODE + [cluster], path)
+        texts[backend] = path
+        lines = sum(1 for _ in open(path))
+        out("| `render --backend %s` | %.2f s | %.0f MB | %d lines |" % (backend, t, rss, lines))
+    out()
+
+    out("| load into an empty namespace | time | ratio (time ÷ kuberules) |")
+    out("|---|---|---|")
+    with Netns() as ns:
+        wall, rss, text = ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [cluster])
+    msgs, nbytes, ms = summary(text)
+    out("| `kuberules apply --backend nftables` (netlink, one batch) | %.2f s end to end (%.2f s in the applier; %d messages, %.1f MB) | 1× |"
+        % (wall, ms / 1000, msgs, nbytes / 1e6))
+    with Netns() as ns:
+        t, _, _ = ns.run(["nft", "-f", texts["nftables"]])
+    out("| `nft -f` of the same rules (render output) | %.2f s | %s of the applier |" % (t, ratio(t, ms / 1000)))
+    if SLOW or n <= 2000:
+        with Netns() as ns:
+            t, _, _ = ns.run(["nft", "-f", kp])
+        out("| kube-proxy's nftables layout, same cluster, `nft -f` | %.2f s | %s of kuberules apply end to end, %s of the applier |"
+            % (t, ratio(t, wall), ratio(t, ms / 1000)))
+    with Netns() as ns:
+        tl, _, _ = ns.run(["iptables-legacy-restore", "--noflush"], stdin=texts["iptables"])
+    out("| `iptables-legacy-restore` of the iptables output | %.2f s | |" % tl)
+    if SLOW or n <= 2000:
+        with Netns() as ns:
+            t, _, _ = ns.run(["iptables-nft-restore", "--noflush"], stdin=texts["iptables"])
+        out("| `iptables-nft-restore` of the iptables output | %.2f s | %s of legacy |" % (t, ratio(t, tl)))
+    out()
+
+    out("| incremental, after a full apply | end to end | in the applier | netlink messages | bytes |")
+    out("|---|---|---|---|---|")
+    with Netns() as ns:
+        ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [cluster])
+        for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed")):
+            wall, _, text = ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [os.path.join(d, "cluster-%s.json" % change)])
+            msgs, nbytes, ms = summary(text)
+            out("| nftables: %s | %.2f s | %d ms | %d | %d |" % (what, wall, ms, msgs, nbytes))
+            ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [cluster])
+        wall, _, text = ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [cluster])
+        msgs, nbytes, ms = summary(text)
+        out("| nftables: nothing changed | %.2f s | %d ms | %d | %d |" % (wall, ms, msgs, nbytes))
+    with Netns() as ns:
+        state = os.path.join(d, "state")
+        shutil.rmtree(state, ignore_errors=True)
+        args = ["--backend", "iptables", "--iptables", "legacy", "--state-dir", state] + NODE
+        wall, _, full = ns.run([BIN, "apply"] + args + [cluster])
+        wall2, _, part = ns.run([BIN, "apply"] + args + [os.path.join(d, "cluster-endpoint.json")])
+        f = re.search(r"(\d+) restore rules, (\d+) bytes", full); p = re.search(r"(\d+) restore rules, (\d+) bytes", part)
+        out("| iptables (legacy) full sync | %.2f s | | %s restore rules | %s |" % (wall, f.group(1), f.group(2)))
+        out("| iptables (legacy) one endpoint changed: partial sync | %.2f s | | %s restore rules (%s of full) | %s |"
+            % (wall2, p.group(1), "%.4f%%" % (100 * int(p.group(1)) / max(1, int(f.group(1)))), p.group(2)))
+    out()
+
+def latency(n, backend):
+    """p50/p99 TCP connect time from a pod to a ClusterIP whose endpoint is another pod on the node."""
+    d = os.path.join(W, "lat"); os.makedirs(d, exist_ok=True)
+    cluster = os.path.join(d, "cluster-%d.json" % n)
+    if not os.path.exists(cluster):
+        gen(n, cluster, "--target", "10.244.0.3")
+    node, a, b = Netns(), Netns(), Netns()
+    with node, a, b:
+        for i, (ns, ip) in enumerate(((a, "10.244.0.2"), (b, "10.244.0.3")), 1):
+            sh(["ip", "link", "add", "v%d" % i, "netns", node.name, "type", "veth", "peer", "name", "eth0", "netns", ns.name])
+            sh(["ip", "-n", ns.name, "link", "set", "eth0", "up"]); sh(["ip", "-n", ns.name, "addr", "add", ip + "/24", "dev", "eth0"])
+            sh(["ip", "-n", node.name, "link", "set", "v%d" % i, "up"]); sh(["ip", "-n", node.name, "addr", "add", "10.244.0.1/32", "dev", "v%d" % i])
+            sh(["ip", "-n", node.name, "route", "add", ip + "/32", "dev", "v%d" % i])
+            sh(["ip", "netns", "exec", node.name, "sysctl", "-qw", "net.ipv4.conf.v%d.proxy_arp=1" % i])
+            sh(["ip", "-n", ns.name, "route", "add", "default", "via", "10.244.0.1", "dev", "eth0", "onlink"])
+        sh(["ip", "netns", "exec", node.name, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        server = subprocess.Popen(["ip", "netns", "exec", b.name, "timeout", "300", sys.executable, "-c",
+                                   "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                                   "s.bind(('0.0.0.0',8080));s.listen(512)\nwhile True:\n c,_=s.accept();c.close()"])
+        try:
+            if backend == "nftables":
+                node.run([BIN, "apply", "--backend", "nftables", "--ip-family", "ipv4"] + NODE + [cluster])
+            else:
+                rules = os.path.join(d, "rules-%d.iptables" % n)
+                timed([BIN, "render", "--backend", "iptables", "--with-jumps"] + NODE + [cluster], rules)
+                node.run(["iptables-legacy-restore", "--noflush"], stdin=rules)
+            time.sleep(0.5)
+            code = ("import socket,time\nts=[]\nfor i in range(%d):\n t=time.perf_counter();s=socket.create_connection(('10.95.255.254',80),2)\n"
+                    " ts.append(time.perf_counter()-t);s.close()\nts.sort();print(ts[len(ts)//2]*1e6,ts[int(len(ts)*0.99)]*1e6)" % 2000)
+            r = sh(["ip", "netns", "exec", a.name, sys.executable, "-c", code])
+            p50, p99 = map(float, r.stdout.split())
+            return p50, p99
+        finally:
+            server.kill()
+
+def main():
+    if os.geteuid() != 0:
+        raise SystemExit("make bench needs root (it creates network namespaces)")
+    if not os.access(BIN, os.X_OK):
+        raise SystemExit("no binary at %s (make bench builds it with swift build -c release)" % BIN)
+    os.makedirs(W, exist_ok=True)
+    out("## Results (`make bench`, %s)" % time.strftime("%Y-%m-%d"))
+    out()
+    out("Machine: " + machine() + ".")
+    out("Cluster mix (bench/gen.py): 10%% LoadBalancer with source ranges (half eTP=Local), 20%% NodePort, 10%% ClientIP affinity, "
+        "10%% two ports (TCP+UDP), 10%% dual-stack, 40%% plain ClusterIP; %d ready endpoints each." % M)
+    out()
+    for n in NS:
+        bench_size(n)
+    out("| first-packet latency: TCP connect to a ClusterIP, pod to pod through the node (2,000 connections) | p50 | p99 |")
+    out("|---|---|---|")
+    res = {}
+    for backend in ("nftables", "iptables"):
+        for n in LAT:
+            p50, p99 = latency(n, backend)
+            res[(backend, n)] = p50
+            out("| %s (%s), %d services | %.0f µs | %.0f µs |" % (backend, "kuberules apply" if backend == "nftables" else "iptables-legacy-restore of our rules", n, p50, p99))
+    if len(LAT) >= 2:
+        lo, hi = LAT[0], LAT[-1]
+        for backend in ("nftables", "iptables"):
+            out("| %s: p50 at %d services / at %d | %s | |" % (backend, hi, lo, ratio(res[(backend, hi)], res[(backend, lo)])))
+    out()
+    with open(os.path.join(W, "report.md"), "w") as f:
+        f.write("\n".join(report) + "\n")
+
+if __name__ == "__main__":
+    main()
