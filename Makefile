@@ -66,5 +66,5 @@ clean:
 
 ## test-ipvs: boot Debian's kernel in qemu and check IPVS for real (Tests/ipvs-vm/README.md)
 .PHONY: test-ipvs
-test-ipvs:
-	bash Tests/ipvs-vm/run.sh
+test-ipvs: build
+	KUBERULES_BIN=$(CURDIR)/$(BIN) bash Tests/ipvs-vm/run.sh
