@@ -338,7 +338,7 @@ public enum NftDiff {
         for c in refill.sorted(by: { order[$0.name, default: 0] < order[$1.name, default: 0] }) {
             for r in c.rules {
                 plan.changes.append(.addRule(id, chain: c.name, r))
-                plan.listing.append("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want))
+                plan.listing.append("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want.family, setsByName))
             }
         }
     }
@@ -376,7 +376,7 @@ public enum NftDiff {
         for c in chains {
             for r in c.rules {
                 plan.changes.append(.addRule(id, chain: c.name, r))
-                plan.listing.append("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want))
+                plan.listing.append("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want.family, setsByName))
                 plan.added.rules += 1
             }
         }
@@ -398,8 +398,8 @@ public enum NftDiff {
         return line + "; }"
     }
 
-    private static func ruleLine(_ r: NftRule, _ t: NftTable) -> String {
-        if let s = try? r.renderText(family: t.family, sets: t.sets) { return s }
+    private static func ruleLine(_ r: NftRule, _ family: NftFamily, _ setsByName: [String: NftSet]) -> String {
+        if let s = try? r.renderText(family: family, setsByName: setsByName) { return s }
         return r.exprs.map { $0.debugText }.joined(separator: " ")
     }
 }

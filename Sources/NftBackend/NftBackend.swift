@@ -140,12 +140,10 @@ public enum NftBackend {
                 var rules = chain == internalChain ? internalMasq : []
                 for ep in eps { hairpin.insert(ep.ip) }
                 if svc.affinityTimeout != nil {
-                    // kube-proxy's shape for ClientIP affinity: per-endpoint chains and timeout
-                    // sets; a known client goes back to its endpoint, a new one is spread.
-                    for ep in eps {
-                        let epName = endpointName(svc, ep)
-                        rules.append(NftRule(.lookup([saddr], set: "affinity-" + epName), .goto("endpoint-" + epName)))
-                    }
+                    // ClientIP affinity: a known client is sent straight to the endpoint its map
+                    // entry names; a new one is spread over the endpoint chains, which record it.
+                    rules.append(NftRule(.dnatFromMap([saddr], map: affinityMap(svc), family: family, withPort: true, l4proto: p),
+                                         comment: "known client"))
                     rules += cascade(eps.map { .goto("endpoint-" + endpointName(svc, $0)) })
                 } else {
                     // No set at all: the kernel looks named sets up by a linear walk, so one
@@ -154,13 +152,16 @@ public enum NftBackend {
                 }
                 serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
-            if let timeout = svc.affinityTimeout {
+            if let timeout = svc.affinityTimeout, !svc.reachableEndpoints.isEmpty {
+                // One timeout map per service port (client address -> endpoint address . port);
+                // its name carries a hash of the endpoint set, so an endpoint change replaces it
+                // and no client stays pinned to an endpoint that is gone.
+                maps.append(.map(affinityMap(svc), .types([addr]), .types([addr, .inetService]),
+                                 flags: [.dynamic, .timeout], timeoutMs: UInt64(timeout) * 1000))
                 for ep in svc.reachableEndpoints {
                     hairpin.insert(ep.ip)
-                    let epName = endpointName(svc, ep)
-                    maps.append(.set("affinity-" + epName, .typeof([saddr]), flags: [.dynamic, .timeout], timeoutMs: UInt64(timeout) * 1000))
-                    serviceChains.append(NftChain(name: "endpoint-" + epName, comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
-                        NftRule(.dynset(.update, set: "affinity-" + epName, key: [saddr])),
+                    serviceChains.append(NftChain(name: "endpoint-" + endpointName(svc, ep), comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
+                        NftRule(.dynset(.update, set: affinityMap(svc), key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))])),
                         NftRule(.dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p)),
                     ]))
                 }
@@ -257,7 +258,14 @@ public enum NftBackend {
         return elements.filter { seen.insert($0.key).inserted }.sorted { $0.key < $1.key }
     }
 
-    /// `HASH8-ns/name/proto/port__IP/PORT` for one endpoint's affinity chain and set.
+    /// `affinity-HASH8-ns/name/proto/port`, the hash over the service port and its endpoints.
+    static func affinityMap(_ svc: ServicePortPlan) -> String {
+        let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)"
+        let eps = svc.reachableEndpoints.map(\.hostPort).sorted().joined(separator: ",")
+        return "affinity-" + ChainHash.base32SHA256(readable + "|" + eps, count: 8) + "-" + readable
+    }
+
+    /// `HASH8-ns/name/proto/port__IP/PORT` for one endpoint's affinity chain.
     static func endpointName(_ svc: ServicePortPlan, _ ep: PlannedEndpoint) -> String {
         let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)__\(ep.ip)/\(ep.port)"
         return ChainHash.base32SHA256(readable, count: 8) + "-" + readable

@@ -173,6 +173,15 @@ extension NftRule {
         }
     }
 
+    /// The same, with the sets already indexed by name (build the index once per table, not per rule).
+    public func renderText(family: NftFamily, setsByName: [String: NftSet]) throws -> String {
+        do {
+            return try text(family: family, sets: setsByName)
+        } catch let e as NftDecompileError {
+            throw NftModelError.unrenderable(table: family.rawValue, chain: "?", rule: 0, reason: e.reason)
+        }
+    }
+
     func text(family: NftFamily, sets: [String: NftSet]) throws -> String {
         var d = Decompiler(family: family, sets: sets)
         for e in exprs { try d.add(e) }
@@ -250,7 +259,12 @@ private struct Decompiler {
         var parts: [String] = []
         for t in types {
             guard let v = regs[s] else { throw fail("concatenation register \(NftRegister.at(slot: s)) not loaded") }
-            parts.append(try valueText(v))
+            if case .data(let d) = v {
+                // A constant in a typed position (map data): print it as its type does.
+                parts.append(NftValue(type: t, bytes: Array(d.prefix(t.byteLength))).text)
+            } else {
+                parts.append(try valueText(v))
+            }
             s += max(1, t.paddedLength / 4)
         }
         return parts.joined(separator: " . ")
