@@ -12,18 +12,22 @@ public struct SavedTable: Sendable, Equatable {
     public static func parse(_ text: String, table name: String) -> SavedTable {
         var t = SavedTable(name: name)
         var inTable = false
-        text.enumerateLines { line, _ in
-            if line.hasPrefix("*") {
-                inTable = line.dropFirst() == name
-            } else if !inTable || line.hasPrefix("#") || line == "COMMIT" {
-                return
-            } else if line.hasPrefix(":") {
-                let chain = String(line.dropFirst().prefix { $0 != " " })
+        let wanted = Array(name.utf8)
+        // Byte-level scan: iptables-save output is ASCII and can be 40 MB at 10,000 services.
+        for line in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+            guard let first = line.first else { continue }
+            switch first {
+            case UInt8(ascii: "*"):
+                inTable = line.dropFirst().elementsEqual(wanted)
+            case UInt8(ascii: ":") where inTable:
+                let chain = String(decoding: line.dropFirst().prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self)
                 if t.rules[chain] == nil { t.chains.append(chain); t.rules[chain] = [] }
-            } else if line.hasPrefix("-A ") {
-                let chain = String(line.dropFirst(3).prefix { $0 != " " })
+            case UInt8(ascii: "-") where inTable && line.starts(with: "-A ".utf8):
+                let chain = String(decoding: line.dropFirst(3).prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self)
                 if t.rules[chain] == nil { t.chains.append(chain); t.rules[chain] = [] }
-                t.rules[chain]!.append(line)
+                t.rules[chain]!.append(String(decoding: line, as: UTF8.self))
+            default:
+                continue  // comments, COMMIT, other tables
             }
         }
         return t

@@ -19,7 +19,11 @@ public struct SyncState: Codable, Sendable, Equatable {
     static func digest(_ lines: [String]) -> String {
         var h = SHA256()
         for l in lines { h.update(data: Array(l.utf8)); h.update(data: [10]) }
-        return h.finalize().map { String(format: "%02x", $0) }.joined()
+        let hex = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(64)
+        for b in h.finalize() { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
