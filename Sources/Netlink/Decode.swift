@@ -197,7 +197,9 @@ enum Decode {
             }
             nftnl_expr_iter_destroy(it)
         }
-        return NftRule(exprs, comment: Udata.parseComment(data(r, A(NFTNL_RULE_USERDATA), nftnl_rule_get_data)))
+        var rule = NftRule(exprs, comment: Udata.parseComment(data(r, A(NFTNL_RULE_USERDATA), nftnl_rule_get_data)))
+        if nftnl_rule_is_set(r, A(NFTNL_RULE_HANDLE)) { rule.handle = nftnl_rule_get_u64(r, A(NFTNL_RULE_HANDLE)) }
+        return rule
     }
 
     static func expr(_ x: OpaquePointer) -> NftExpr {

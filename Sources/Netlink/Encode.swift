@@ -61,11 +61,16 @@ enum Encode {
             try elements(id, s, NFT_MSG_NEWSETELEM.rawValue, create, fam, &b, nextSeq, delete: false)
         case .deleteElements(let id, let s):
             try elements(id, s, NFT_MSG_DELSETELEM.rawValue, plain, fam, &b, nextSeq, delete: true)
-        case .addRule(let id, let chainName, let rule):
+        case .addRule(let id, let chainName, let rule), .replaceRule(let id, let chainName, _, let rule):
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }
             nftnl_rule_set_str(r, A(NFTNL_RULE_TABLE), id.name)
             nftnl_rule_set_str(r, A(NFTNL_RULE_CHAIN), chainName)
+            var flags = create | UInt16(NLM_F_APPEND)
+            if case .replaceRule(_, _, let handle, _) = c {
+                nftnl_rule_set_u64(r, A(NFTNL_RULE_HANDLE), handle)
+                flags = UInt16(NLM_F_REQUEST | NLM_F_REPLACE)
+            }
             var bound = 1024 + (rule.comment?.utf8.count ?? 0)
             for e in rule.exprs {
                 nftnl_rule_add_expr(r, expr(e))
@@ -74,7 +79,7 @@ enum Encode {
             if let u = Udata.comment(rule.comment) {
                 u.withUnsafeBytes { _ = nftnl_rule_set_data(r, A(NFTNL_RULE_USERDATA), $0.baseAddress, UInt32($0.count)) }
             }
-            emit(&b, NFT_MSG_NEWRULE.rawValue, fam, create | UInt16(NLM_F_APPEND), nextSeq(), bound) {
+            emit(&b, NFT_MSG_NEWRULE.rawValue, fam, flags, nextSeq(), bound) {
                 nftnl_rule_nlmsg_build_payload($0, r)
             }
         }

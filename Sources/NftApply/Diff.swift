@@ -176,6 +176,7 @@ public enum NftDiff {
         // set that is deleted/recreated in this batch.
         var refill: [NftChain] = []
         var flush: [String] = []
+        var replacements: [(chain: String, handle: UInt64, rule: NftRule)] = []
         for c in wantChains {
             guard let h = haveChains[c.name] else { continue }
             let refersToGone = h.rules.contains { r in
@@ -184,7 +185,16 @@ public enum NftDiff {
                         || (e.referencedSet.map { goneSets.contains($0) } ?? false)
                 }
             }
-            if recreatedChains.contains(c.name) || refersToGone || !sameRules(h.rules, c.rules) {
+            if !recreatedChains.contains(c.name) && !refersToGone && h.rules.count == c.rules.count
+                && !sameRules(h.rules, c.rules) && h.rules.allSatisfy({ $0.handle != nil }) {
+                // Same number of rules (e.g. one endpoint replaced by another): replace the rules
+                // that differ in place, by handle, instead of flushing and refilling the chain.
+                for (old, new) in zip(h.rules, c.rules) where !(old == new || old.canonical() == new.canonical()) {
+                    replacements.append((c.name, old.handle!, new))
+                }
+                plan.changed.chains += 1
+                plan.changed.rules += c.rules.count
+            } else if recreatedChains.contains(c.name) || refersToGone || !sameRules(h.rules, c.rules) {
                 if !h.rules.isEmpty { flush.append(c.name) }
                 refill.append(c)
                 if !recreatedChains.contains(c.name) {
@@ -333,6 +343,10 @@ public enum NftDiff {
             plan.listing.append(contentsOf: s.elements.sorted { $0.key < $1.key }.map {
                 "add element \(id.family.rawValue) \(id.name) \(s.name) { \($0.text(in: s)) }"
             })
+        }
+        for (chain, handle, r) in replacements {
+            plan.changes.append(.replaceRule(id, chain: chain, handle: handle, r))
+            plan.listing.append("replace rule \(id.family.rawValue) \(id.name) \(chain) handle \(handle) " + ruleLine(r, want.family, setsByName))
         }
         let order = Dictionary(wantChains.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         for c in refill.sorted(by: { order[$0.name, default: 0] < order[$1.name, default: 0] }) {

@@ -146,7 +146,7 @@ public final class FakeNftKernel: NftKernel {
             let chunks = NftBatchLimits.chunks(s)
             let bytes = s.elements.reduce(0) { $0 + NftBatchLimits.estimatedElementBytes($1, in: s) }
             return (chunks.count, bytes + chunks.count * 48)
-        case .addRule(_, _, let r):
+        case .addRule(_, _, let r), .replaceRule(_, _, _, let r):
             return (1, 48 + r.exprs.count * 40 + (r.comment?.utf8.count ?? 0))
         default:
             return (1, 64)
@@ -232,7 +232,18 @@ public final class FakeNftKernel: NftKernel {
                 if let target = e.referencedChain, chainIndex(target) == nil { return ENOENT }
                 if let s = e.referencedSet, setIndex(s) == nil { return ENOENT }
             }
+            var r = r
+            r.handle = UInt64(t.chains[i].rules.count + 1)  // unique within the chain: rules are only appended, replaced or flushed
             t.chains[i].rules.append(r)
+        case .replaceRule(_, let n, let h, let r):
+            guard let i = chainIndex(n), let j = t.chains[i].rules.firstIndex(where: { $0.handle == h }) else { return ENOENT }
+            for e in r.exprs {
+                if let target = e.referencedChain, chainIndex(target) == nil { return ENOENT }
+                if let s = e.referencedSet, setIndex(s) == nil { return ENOENT }
+            }
+            var r = r
+            r.handle = h
+            t.chains[i].rules[j] = r
         }
         return nil
     }

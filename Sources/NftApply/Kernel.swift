@@ -19,12 +19,14 @@ public enum NftChange: Sendable, Hashable {
     case deleteElements(NftTableID, NftSet)
     /// Append a rule to a chain.
     case addRule(NftTableID, chain: String, NftRule)
+    /// Replace the rule with this handle, in place (NLM_F_REPLACE).
+    case replaceRule(NftTableID, chain: String, handle: UInt64, NftRule)
 
     public var table: NftTableID {
         switch self {
         case .addTable(let t, _), .deleteTable(let t), .addChain(let t, _), .flushChain(let t, _),
              .deleteChain(let t, _), .addSet(let t, _), .deleteSet(let t, _), .addElements(let t, _),
-             .deleteElements(let t, _), .addRule(let t, _, _):
+             .deleteElements(let t, _), .addRule(let t, _, _), .replaceRule(let t, _, _, _):
             return t
         }
     }
@@ -41,6 +43,7 @@ public enum NftChange: Sendable, Hashable {
         case .addElements(_, let s), .deleteElements(_, let s):
             return "\(s.elements.count) element(s) of \(s.isMap ? "map" : "set") \(t) \(s.name)"
         case .addRule(_, let c, _): return "rule in chain \(t) \(c)"
+        case .replaceRule(_, let c, let h, _): return "rule handle \(h) in chain \(t) \(c)"
         }
     }
 
@@ -66,6 +69,8 @@ public enum NftChange: Sendable, Hashable {
             return "\(verb) element \(t) \(NftText.name(s.name)) { \(shown)\(more) }"
         case .addRule(_, let c, let r):
             return "add rule \(t) \(NftText.name(c)) " + ruleText(r)
+        case .replaceRule(_, let c, let h, let r):
+            return "replace rule \(t) \(NftText.name(c)) handle \(h) " + ruleText(r)
         }
     }
 

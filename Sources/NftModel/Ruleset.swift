@@ -200,6 +200,12 @@ public struct NftChain: Sendable, Hashable {
 public struct NftRule: Sendable, Hashable {
     public var exprs: [NftExpr]
     public var comment: String?
+    /// The kernel's handle, on rules read back from the kernel (used to replace one rule in
+    /// place). Not part of a rule's identity: equality and hashing ignore it.
+    public var handle: UInt64? = nil
+
+    public static func == (a: NftRule, b: NftRule) -> Bool { a.exprs == b.exprs && a.comment == b.comment }
+    public func hash(into h: inout Hasher) { h.combine(exprs); h.combine(comment) }
 
     public init(_ exprs: [NftExpr], comment: String? = nil) {
         self.exprs = exprs

@@ -81,4 +81,51 @@ final class NftApplyCLITests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: tmp.path + "/filter-after.txt", encoding: .utf8), foreign)
         XCTAssertEqual(try String(contentsOfFile: tmp.path + "/after-cleanup.txt", encoding: .utf8), foreign)
     }
+
+    /// One endpoint replaced by another: the service chain keeps its rule count, so apply replaces
+    /// the one DNAT rule in place and swaps the hairpin element — a handful of messages — and
+    /// the result equals `nft -f` of the new rules.
+    func testEndpointChangeReplacesOneRule() throws {
+        let unshare = try requireNamespaces()
+        let bin = TestSupport.binary.path
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftep-\(getpid())")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        func cluster(_ ips: [String]) -> String {
+            """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: web, namespace: shop}
+            spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints:
+            \(ips.map { "- {addresses: [\($0)], conditions: {ready: true}}" }.joined(separator: "\n"))
+
+            """
+        }
+        try Data(cluster(["10.0.1.1", "10.0.1.2", "10.0.1.3"]).utf8).write(to: tmp.appendingPathComponent("a.yaml"))
+        try Data(cluster(["10.0.1.1", "10.0.1.2", "10.0.1.9"]).utf8).write(to: tmp.appendingPathComponent("b.yaml"))
+        let args = "--backend nftables --ip-family ipv4 --node-name n1"
+        let r = try sh(unshare, """
+            set -e
+            \(bin) apply \(args) \(tmp.path)/a.yaml > /dev/null
+            \(bin) apply --dry-run \(args) \(tmp.path)/b.yaml | grep -c '^replace rule' || true
+            \(bin) apply \(args) \(tmp.path)/b.yaml
+            nft list ruleset > \(tmp.path)/applied
+            \(bin) render \(args) \(tmp.path)/b.yaml > \(tmp.path)/b.nft
+            """)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.first, "1", "one rule replaced: \(r.stdout)")
+        // begin, replace rule, delete + add hairpin element, end
+        XCTAssertTrue(lines.last?.contains(" 5 messages") ?? false, r.stdout)
+        let l = try sh(unshare, "nft -f \(tmp.path)/b.nft && nft list ruleset")
+        XCTAssertEqual(l.status, 0, l.stderr)
+        XCTAssertEqual(try String(contentsOfFile: tmp.path + "/applied", encoding: .utf8), l.stdout)
+    }
 }

@@ -53,6 +53,29 @@ final class ApplyTests: XCTestCase {
         assertSame(k.dump(), desired)
     }
 
+    /// One endpoint replaced by another: the chain keeps its rule count, so only the differing
+    /// rule is replaced in place (by handle), not the whole chain flushed and refilled.
+    func testChangedRuleIsReplacedInPlace() throws {
+        func ruleset(_ second: String) -> NftRuleset {
+            var t = NftTable(family: .ip, name: "kuberules")
+            t.add(NftChain(name: "service-x", rules: [
+                NftRule(.match(.numgenRandom(mod: 2), .eq, .integer(0)), .dnat(to: .ipv4("10.0.0.1"), port: 80, l4proto: .tcp)),
+                NftRule(.dnat(to: .ipv4(second), port: 80, l4proto: .tcp)),
+            ]))
+            return NftRuleset(tables: [t])
+        }
+        let k = FakeNftKernel()
+        let a = applier(k)
+        try a.apply(ruleset("10.0.0.2"))
+        a.forgetState()  // read the kernel (and its handles) back, as a new process does
+        let r = try a.apply(ruleset("10.0.0.3"))
+        XCTAssertEqual(k.lastBatch.count, 1, "\(k.lastBatch)")
+        guard case .replaceRule(_, "service-x", let handle, _)? = k.lastBatch.first else { return XCTFail("\(k.lastBatch)") }
+        XCTAssertEqual(handle, 2)
+        XCTAssertEqual(r.messages, 3)    // begin, replace rule, end
+        assertSame(k.dump(), ruleset("10.0.0.3"))
+    }
+
     func testStaleChainAndSetRemovalOrder() throws {
         let k = FakeNftKernel()
         let a = applier(k)
