@@ -186,23 +186,27 @@ public final class NftNetlink: NftKernel {
             sets[i].elements = try dumpElements(id, sets[i])
         }
 
-        // Rules (filtered by table in the kernel), in chain order.
+        // Rules, one dump per chain. A table-wide rule dump resumes each 32 KiB chunk by
+        // walking the table's rules from the start again (quadratic: 5.5 s of kernel time for
+        // 175,000 rules); a chain's dump walks only that chain.
         let setsByName = Dictionary(sets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var rulesByChain: [String: [NftRule]] = [:]
-        try dump(NFT_MSG_GETRULE.rawValue, fam, build: { nlh in
-            let r = nftnl_rule_alloc()!
-            defer { nftnl_rule_free(r) }
-            nftnl_rule_set_str(r, A(NFTNL_RULE_TABLE), id.name)
-            nftnl_rule_nlmsg_build_payload(nlh, r)
-        }, each: { h in
-            let r = nftnl_rule_alloc()!
-            defer { nftnl_rule_free(r) }
-            guard nftnl_rule_nlmsg_parse(h, r) >= 0 else { throw NftKernelError.decode(object: "rule in \(id)", reason: "unparseable message") }
-            guard String(cString: nftnl_rule_get_str(r, A(NFTNL_RULE_TABLE))) == id.name else { return }
-            let chain = String(cString: nftnl_rule_get_str(r, A(NFTNL_RULE_CHAIN)))
-            rulesByChain[chain, default: []].append(Decode.rule(r, sets: setsByName))
-        }, what: "rules of \(id)")
-        for i in chains.indices { chains[i].rules = rulesByChain[chains[i].name] ?? [] }
+        for i in chains.indices {
+            var rules: [NftRule] = []
+            let name = chains[i].name
+            try dump(NFT_MSG_GETRULE.rawValue, fam, build: { nlh in
+                let r = nftnl_rule_alloc()!
+                defer { nftnl_rule_free(r) }
+                nftnl_rule_set_str(r, A(NFTNL_RULE_TABLE), id.name)
+                nftnl_rule_set_str(r, A(NFTNL_RULE_CHAIN), name)
+                nftnl_rule_nlmsg_build_payload(nlh, r)
+            }, each: { h in
+                let r = nftnl_rule_alloc()!
+                defer { nftnl_rule_free(r) }
+                guard nftnl_rule_nlmsg_parse(h, r) >= 0 else { throw NftKernelError.decode(object: "rule in \(id) chain \(name)", reason: "unparseable message") }
+                rules.append(Decode.rule(r, sets: setsByName))
+            }, what: "rules of \(id) chain \(name)")
+            chains[i].rules = rules
+        }
         t.chains = chains
         t.sets = sets
         return t
