@@ -88,31 +88,12 @@ final class NetlinkSocket {
             throw IpvsKernelError.io(operation: "send \(name) request", errno: errno, message: errnoText(errno))
         }
         let isDump = flags & NLM_F_DUMP == NLM_F_DUMP
-        while true {
-            let n = mnl_socket_recvfrom(nl, recvBuffer, recvBufferSize)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IpvsKernelError.io(operation: "receive \(name) response", errno: errno, message: errnoText(errno))
-            }
-            var off = 0
-            while off + MemoryLayout<nlmsghdr>.size <= n {
-                let h = (recvBuffer + off).assumingMemoryBound(to: nlmsghdr.self)
-                let len = Int(h.pointee.nlmsg_len)
-                guard len >= MemoryLayout<nlmsghdr>.size, off + len <= n else { break }
-                off += (len + 3) & ~3
-                guard h.pointee.nlmsg_seq == s else { continue }
-                switch Int32(h.pointee.nlmsg_type) {
-                case NLMSG_DONE:
-                    return 0
-                case NLMSG_ERROR:
-                    let err = (UnsafeMutableRawPointer(h) + MemoryLayout<nlmsghdr>.size).load(as: Int32.self)
-                    return -err
-                default:
-                    try each(h)
-                    // A plain GET without ACK ends with its one answer.
-                    if !isDump && flags & NLM_F_ACK == 0 { return 0 }
-                }
-            }
+        do {
+            // A plain GET without ACK ends with its one answer.
+            return try receiveAnswers(nl, buffer: recvBuffer, size: recvBufferSize, seq: s,
+                                      singleAnswer: !isDump && flags & NLM_F_ACK == 0, each: each)
+        } catch let e as NetlinkReceiveFailure {
+            throw IpvsKernelError.io(operation: "receive \(name) response", errno: e.errno, message: errnoText(e.errno))
         }
     }
 }

@@ -92,29 +92,10 @@ public final class NftNetlink: NftKernel {
         guard mnl_socket_sendto(nl, nlh, Int(nlh.pointee.nlmsg_len)) >= 0 else {
             throw NftKernelError.io(operation: "send netlink request", errno: errno, message: errnoText(errno))
         }
-        while true {
-            let n = mnl_socket_recvfrom(nl, recvBuffer, recvBufferSize)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw NftKernelError.io(operation: "receive netlink response", errno: errno, message: errnoText(errno))
-            }
-            var off = 0
-            while off + MemoryLayout<nlmsghdr>.size <= n {
-                let h = (recvBuffer + off).assumingMemoryBound(to: nlmsghdr.self)
-                let len = Int(h.pointee.nlmsg_len)
-                guard len >= MemoryLayout<nlmsghdr>.size, off + len <= n else { break }
-                off += (len + 3) & ~3
-                guard h.pointee.nlmsg_seq == s else { continue }
-                switch Int32(h.pointee.nlmsg_type) {
-                case NLMSG_DONE:
-                    return 0
-                case NLMSG_ERROR:
-                    let err = (UnsafeMutableRawPointer(h) + MemoryLayout<nlmsghdr>.size).load(as: Int32.self)
-                    return -err
-                default:
-                    try each(h)
-                }
-            }
+        do {
+            return try receiveAnswers(nl, buffer: recvBuffer, size: recvBufferSize, seq: s, singleAnswer: false, each: each)
+        } catch let e as NetlinkReceiveFailure {
+            throw NftKernelError.io(operation: "receive netlink response", errno: e.errno, message: errnoText(e.errno))
         }
     }
 

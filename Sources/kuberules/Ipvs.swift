@@ -147,10 +147,18 @@ enum IpvsCommands {
         let kernel = try openIpvsKernel()
         let plan = try kernelOperation("reading IPVS state") { try IpvsApplier(kernel: kernel).plan(ipvsDesiredState(config)) }
         let ipsets = try hostStep { IpsetDiff.script(desired: config.ipsets, current: try HostTools.currentIpsets()) }
+        // The iptables part, as the iptables applier sees it (per chain, with the state apply recorded).
+        var iptables = [String]()
+        for f in config.families {
+            let applier = IptablesKernelCommands.applier(variant: options.iptables, family: f.family, stateDir: options.stateDir)
+            let report = try kernelOperation("reading iptables") { try applier.diff(f.iptables, exact: false) }
+            iptables += report.listing.map { "\(f.family == .ipv6 ? "ip6tables" : "iptables") " + $0 }
+        }
         for line in plan.listing { print(line) }
         for line in ipsets.listing { print("ipset " + line) }
-        if plan.isEmpty && ipsets.isEmpty {
-            print("no differences (IPVS and ipsets; iptables rules are not compared)")
+        for line in iptables { print(line) }
+        if plan.isEmpty && ipsets.isEmpty && iptables.isEmpty {
+            print("no differences")
             return
         }
         throw ExitCode(Exit.differences)
