@@ -72,7 +72,9 @@ public struct ManifestLoader {
 
     /// Parses YAML (which includes JSON) into documents; reports syntax errors with line numbers.
     public static func parseDocuments(_ data: Data, file: String, errors: inout [Diagnostic]) -> [KNode]? {
-        if data.contains(0) {
+        // memchr, not Data.contains: the byte-by-byte iterator costs ~0.1 s on 30 MB.
+        let hasNUL = data.withUnsafeBytes { raw in raw.count > 0 && memchr(raw.baseAddress!, 0, raw.count) != nil }
+        if hasNUL {
             errors.append(Diagnostic(file: file, message: "not a YAML or JSON text (binary data)"))
             return nil
         }
