@@ -60,7 +60,7 @@ MODULES="crc32c_generic libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack nf_
   ip_vs ip_vs_rr ip_vs_mh ip_vs_sh dummy veth nfnetlink nf_tables nft_compat nft_chain_nat
   x_tables ip_tables iptable_nat iptable_filter xt_set xt_comment xt_mark xt_addrtype
   xt_conntrack xt_MASQUERADE ip_set ip_set_hash_ip ip_set_hash_ipport ip_set_hash_ipportip
-  ip_set_hash_ipportnet ip_set_hash_net ip_set_bitmap_port"
+  ip_set_hash_ipportnet ip_set_hash_net ip_set_bitmap_port xt_physdev xt_ipvs ipt_REJECT"
 
 T_ALL=$(now)
 mkdir -p "$CACHE"

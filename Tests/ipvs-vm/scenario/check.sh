@@ -5,6 +5,10 @@
 #   kuberules  lets `kuberules apply/diff/cleanup --backend ipvs` do it instead.
 # Both modes then run the same checks: IPVS state against expected-N.ipvs, ClusterIPs on
 # kube-ipvs0, real TCP/UDP connections from a client pod, an endpoint change, cleanup.
+# kuberules mode adds the data-path flows of Tests/IptablesBackendTests/datapath (an off-cluster
+# client with two sources: masquerade, externalTrafficPolicy=Local, externalIP, LoadBalancer IP,
+# loadBalancerSourceRanges; hairpin; cleanup of ipsets and iptables); manual mode SKIPs those
+# that need kube-proxy's iptables rules for the external client.
 # Prints "IPVS-TEST: PASS name" / "IPVS-TEST: FAIL name: reason" / "IPVS-TEST: SKIP name: why".
 MODE=${1:-manual}
 S=/scenario
@@ -28,44 +32,61 @@ run() {
     rc=$?; fail "$name" "exit $rc: $(tail -n 3 $T/out | tr '\n' ' ')"; indent < $T/out | tail -n 20; fi
 }
 
-# ---- the node: pods in network namespaces behind veths, a client pod, a node address --------
-# p1..p3 = pods 10.244.0.2..4 answering "pod-a|b|c <peer address>" on TCP 8080 and UDP 5353;
-# c1 = client pod 10.244.0.10. The node (this namespace) routes to each pod through its veth.
+# ---- the node: pods in network namespaces behind veths, a client pod, an external client ------
+# p1..p3 = pods 10.244.0.2..4 on this node, p4 = pod 10.244.1.2 standing for a pod on another
+# node ("node-b", routed through this one), answering "pod-a|b|c|d <peer address>" on TCP 8080
+# and UDP 5353; c1 = client pod 10.244.0.10. The node (this namespace) routes to each pod through
+# its veth (gateway 10.244.0.1, 10.244.1.1 for p4, proxy ARP). ext = an off-cluster client with
+# two sources, 192.168.50.100 and .101, on a veth to the node's address 192.168.50.1/24 (vext),
+# default route via the node (service, external and LoadBalancer IPs).
 setup_node() {
   ip link set lo up
-  ip link add node0 type dummy && ip link set node0 up && ip addr add $NODE_IP/24 dev node0 || return 1
   sysctl -qw net.ipv4.ip_forward=1
+  # REJECT/port-unreachable answers are rate-limited per peer: refuse every probe at once
+  sysctl -qw net.ipv4.icmp_ratelimit=0
+  ip netns add ext || return 1
+  ip link add vext type veth peer name eth0 netns ext || return 1
+  ip link set vext up && ip addr add $NODE_IP/24 dev vext || return 1
+  ip -n ext link set lo up; ip -n ext link set eth0 up
+  ip -n ext addr add 192.168.50.100/24 dev eth0 && ip -n ext addr add 192.168.50.101/24 dev eth0 &&
+    ip -n ext route add default via $NODE_IP || return 1
   i=0
-  for ns in p1 p2 p3 c1; do
+  for ns in p1 p2 p3 c1 p4; do
     i=$((i + 1))
-    case $ns in c1) addr=10.244.0.10 ;; *) addr=10.244.0.$((i + 1)) ;; esac
+    gw=10.244.0.1
+    case $ns in c1) addr=10.244.0.10 ;; p4) addr=10.244.1.2 gw=10.244.1.1 ;; *) addr=10.244.0.$((i + 1)) ;; esac
     ip netns add $ns || return 1
     ip link add v$ns type veth peer name eth0 netns $ns || return 1
     ip -n $ns link set lo up; ip -n $ns link set eth0 up
     ip -n $ns addr add $addr/24 dev eth0
-    ip -n $ns route add default via 10.244.0.1 dev eth0 onlink
+    ip -n $ns route add default via $gw dev eth0 onlink
     ip link set v$ns up
-    ip addr add 10.244.0.1/32 dev v$ns
+    ip addr add $gw/32 dev v$ns
     ip route add $addr/32 dev v$ns
     sysctl -qw net.ipv4.conf.v$ns.proxy_arp=1
   done
-  for ns in p1 p2 p3; do
-    case $ns in p1) n=pod-a ;; p2) n=pod-b ;; p3) n=pod-c ;; esac
+  for ns in p1 p2 p3 p4; do
+    case $ns in p1) n=pod-a ;; p2) n=pod-b ;; p3) n=pod-c ;; p4) n=pod-d ;; esac
     ip netns exec $ns socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:"echo $n \$SOCAT_PEERADDR" 2>/dev/null &
     ip netns exec $ns socat UDP-RECVFROM:5353,fork SYSTEM:"echo $n \$SOCAT_PEERADDR" 2>/dev/null &
   done
   # wait until the servers listen (software emulation is slow)
   for k in 1 2 3 4 5 6 7 8 9 10; do
-    [ "$(ip netns exec p3 netstat -ltn 2>/dev/null | grep -c ':8080 ')" = 1 ] && return 0
+    [ "$(ip netns exec p4 netstat -ltn 2>/dev/null | grep -c ':8080 ')" = 1 ] && return 0
     sleep 0.5
   done
   echo "pod servers did not start"; return 1
 }
 
-# tcp NS IP PORT / udp NS IP PORT: the first line the server answers ("pod-a 10.244.0.10"), or
-# "none". NS "-" is the node itself.
+# tcp NS IP PORT [SRC] / udp NS IP PORT: the first line the server answers ("pod-a 10.244.0.10"),
+# or "none" (why in $T/why: refused, timeout, ...). NS "-" is the node itself; SRC binds the
+# client's source address (the external client has two).
 inns() { if [ "$1" = - ]; then shift; "$@"; else ns=$1; shift; ip netns exec "$ns" "$@"; fi; }
-tcp() { r=$(inns $1 timeout 6 socat -T 3 -t 3 - TCP:$2:$3,connect-timeout=2 </dev/null 2>/dev/null | head -n 1); echo "${r:-none}"; }
+tcp() {
+  r=$(inns $1 timeout 6 socat -T 3 -t 3 - TCP:$2:$3,connect-timeout=2${4:+,bind=$4} </dev/null 2>$T/tcperr | head -n 1)
+  case $(cat $T/tcperr) in *refused*) echo refused ;; *"timed out"*) echo timeout ;; *unreachable*) echo unreachable ;; *) tail -n 1 $T/tcperr ;; esac > $T/why
+  echo "${r:-none}"
+}
 # UDP has no end of stream: socat waits -t seconds for the answer; a second, patient try when
 # the first one heard nothing.
 udp() {
@@ -74,17 +95,19 @@ udp() {
   echo "${r:-none}"
 }
 
-# connect NAME COUNT "ALLOWED PODS" "REQUIRED PODS" tcp|udp NS IP PORT: COUNT connections, each
-# answered by an allowed pod, every required pod seen (round robin).
+# connect NAME COUNT "ALLOWED" "REQUIRED PODS" tcp|udp NS IP PORT [SRC]: COUNT connections, each
+# answered by an allowed pod, every required pod seen (round robin). An ALLOWED word is a pod
+# ("pod-a": any peer address) or pod@peer ("pod-a@10.244.0.1": that pod saw that source, i.e.
+# masqueraded to the node, or the client's own address kept).
 connect() {
   name=$1 count=$2 allowed=$3 required=$4 proto=$5; shift 5
   seen="" bad=""
   k=0
   while [ $k -lt $count ]; do
     k=$((k + 1))
-    a=$($proto "$@"); pod=${a%% *}
+    a=$($proto "$@"); pod=${a%% *}; peer=${a#* }
     seen="$seen $pod"
-    case " $allowed " in *" $pod "*) ;; *) bad="$bad [$a]" ;; esac
+    case " $allowed " in *" $pod "*|*" $pod@$peer "*) ;; *) bad="$bad [$a]" ;; esac
   done
   missing=""
   for p in $required; do case "$seen " in *" $p "*) ;; *) missing="$missing $p" ;; esac; done
@@ -92,9 +115,22 @@ connect() {
   else fail "$name" "$proto $* answered by:$seen;${bad:+ unexpected:$bad;}${missing:+ never reached:$missing}"; fi
 }
 
-refused() { # NAME NS IP PORT: nothing answers
-  a=$(tcp $2 $3 $4)
-  if [ "$a" = none ]; then pass "$1"; else fail "$1" "$3:$4 answered '$a'"; fi
+sticks() { # NAME COUNT NS IP PORT: ClientIP affinity, every connection answered by the same pod
+  name=$1 count=$2; shift 2
+  seen="" first="" k=0 moved=""
+  while [ $k -lt $count ]; do
+    k=$((k + 1))
+    a=$(tcp "$@"); pod=${a%% *}
+    seen="$seen $pod"; first=${first:-$pod}
+    [ "$pod" = "$first" ] || moved=1
+  done
+  case "$first" in pod-*) ;; *) moved=1 ;; esac
+  if [ -z "$moved" ]; then pass "$name ($first)"; else fail "$name" "tcp $* answered by:$seen"; fi
+}
+
+refused() { # NAME NS IP PORT [SRC]: nothing answers (the PASS line says how: refused or timeout)
+  a=$(tcp $2 $3 $4 ${5:-})
+  if [ "$a" = none ]; then pass "$1 ($(cat $T/why))"; else fail "$1" "$3:$4${5:+ from $5} answered '$a'"; fi
 }
 
 # IPVS state without the connection counters; services, and real servers within each, in
@@ -129,7 +165,9 @@ check_addresses() { # NAME IP...: every IP is a /32 on kube-ipvs0
 # ---- manual mode: what kube-proxy would program ---------------------------------------------
 manual_apply_1() {
   ip link add kube-ipvs0 type dummy || return 1     # kube-proxy leaves it down
-  for a in 10.96.0.10 10.96.0.11 10.96.0.12; do ip addr add $a/32 dev kube-ipvs0 || return 1; done
+  for a in 10.96.0.10 10.96.0.11 10.96.0.12 10.96.0.13 198.51.100.10 198.51.100.20; do
+    ip addr add $a/32 dev kube-ipvs0 || return 1
+  done
   ipvsadm -A -t 10.96.0.10:80 -s rr &&
   ipvsadm -a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1 &&
   ipvsadm -a -t 10.96.0.10:80 -r 10.244.0.3:8080 -m -w 1 &&
@@ -138,10 +176,25 @@ manual_apply_1() {
   ipvsadm -a -u 10.96.0.10:53 -r 10.244.0.3:5353 -m -w 1 &&
   ipvsadm -A -t 10.96.0.11:80 -s rr &&
   ipvsadm -A -t 10.96.0.12:80 -s rr -p 10800 &&
+  ipvsadm -a -t 10.96.0.12:80 -r 10.244.0.2:8080 -m -w 1 &&
   ipvsadm -a -t 10.96.0.12:80 -r 10.244.0.3:8080 -m -w 1 &&
   ipvsadm -A -t $NODE_IP:30080 -s rr &&
   ipvsadm -a -t $NODE_IP:30080 -r 10.244.0.2:8080 -m -w 1 &&
-  ipvsadm -a -t $NODE_IP:30080 -r 10.244.0.3:8080 -m -w 1
+  ipvsadm -a -t $NODE_IP:30080 -r 10.244.0.3:8080 -m -w 1 &&
+  ipvsadm -A -t 198.51.100.10:80 -s rr &&
+  ipvsadm -a -t 198.51.100.10:80 -r 10.244.0.2:8080 -m -w 1 &&
+  ipvsadm -a -t 198.51.100.10:80 -r 10.244.0.3:8080 -m -w 1 &&
+  ipvsadm -A -u 198.51.100.10:53 -s rr &&
+  ipvsadm -a -u 198.51.100.10:53 -r 10.244.0.2:5353 -m -w 1 &&
+  ipvsadm -a -u 198.51.100.10:53 -r 10.244.0.3:5353 -m -w 1 &&
+  # local: eTP=Local LoadBalancer; the ClusterIP has both endpoints, NodePort and LB IP the local one
+  ipvsadm -A -t 10.96.0.13:80 -s rr &&
+  ipvsadm -a -t 10.96.0.13:80 -r 10.244.0.2:8080 -m -w 1 &&
+  ipvsadm -a -t 10.96.0.13:80 -r 10.244.1.2:8080 -m -w 1 &&
+  ipvsadm -A -t $NODE_IP:30081 -s rr &&
+  ipvsadm -a -t $NODE_IP:30081 -r 10.244.0.2:8080 -m -w 1 &&
+  ipvsadm -A -t 198.51.100.20:80 -s rr &&
+  ipvsadm -a -t 198.51.100.20:80 -r 10.244.0.2:8080 -m -w 1
 }
 # web: endpoints .2,.3 -> .3,.4; the removed TCP real servers drain at weight 0 first.
 manual_apply_2() {
@@ -150,7 +203,11 @@ manual_apply_2() {
   ipvsadm -a -t $NODE_IP:30080 -r 10.244.0.4:8080 -m -w 1 &&
   ipvsadm -e -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 0 &&
   ipvsadm -d -u 10.96.0.10:53 -r 10.244.0.2:5353 &&
-  ipvsadm -e -t $NODE_IP:30080 -r 10.244.0.2:8080 -m -w 0
+  ipvsadm -e -t $NODE_IP:30080 -r 10.244.0.2:8080 -m -w 0 &&
+  ipvsadm -a -t 198.51.100.10:80 -r 10.244.0.4:8080 -m -w 1 &&
+  ipvsadm -a -u 198.51.100.10:53 -r 10.244.0.4:5353 -m -w 1 &&
+  ipvsadm -e -t 198.51.100.10:80 -r 10.244.0.2:8080 -m -w 0 &&
+  ipvsadm -d -u 198.51.100.10:53 -r 10.244.0.2:5353
 }
 manual_cleanup() { ipvsadm -C && ip link del kube-ipvs0; }
 
@@ -199,7 +256,7 @@ manual_iptables() {
 kr() { # kuberules COMMAND FILE: with the scenario's node flags
   cmd=$1 file=$2
   # shellcheck disable=SC2086
-  timeout 60 kuberules $cmd --backend ipvs --node-name $NODE --node-ip $NODE_IP $KUBERULES_ARGS $file
+  timeout 60 kuberules $cmd --backend ipvs --node-name $NODE --node-ip $NODE_IP --config $S/proxy.yaml $KUBERULES_ARGS $file
 }
 kr_render_iptables() {
   # shellcheck disable=SC2086
@@ -231,7 +288,7 @@ case $MODE in
   *) fail mode "unknown mode $MODE"; exit 1 ;;
 esac
 check_state ipvs-state-1 expected-1.ipvs
-check_addresses kube-ipvs0-addresses 10.96.0.10 10.96.0.11 10.96.0.12
+check_addresses kube-ipvs0-addresses 10.96.0.10 10.96.0.11 10.96.0.12 10.96.0.13 198.51.100.10 198.51.100.20
 if [ $MODE = kuberules ]; then
   run kuberules-diff-clean kr_diff_is 0 $S/cluster.yaml
   run kuberules-diff-sees-change kr_diff_is 1 $S/cluster-2.yaml
@@ -247,14 +304,35 @@ connect tcp-clusterip 6 "pod-a pod-b" "pod-a pod-b" tcp c1 10.96.0.10 80
 connect udp-clusterip 4 "pod-a pod-b" "pod-a pod-b" udp c1 10.96.0.10 53
 connect tcp-nodeport 4 "pod-a pod-b" "pod-a pod-b" tcp - $NODE_IP 30080
 connect tcp-clusterip-from-node 2 "pod-a pod-b" "" tcp - 10.96.0.10 80
-connect tcp-session-affinity 3 "pod-b" "pod-b" tcp c1 10.96.0.12 80
+sticks tcp-session-affinity 4 c1 10.96.0.12 80
 refused tcp-no-endpoints c1 10.96.0.11 80
 refused tcp-unknown-port c1 10.96.0.10 81
+# the ClusterIP of the eTP=Local service (internal policy Cluster) reaches the other node's pod too
+connect tcp-clusterip-other-node 4 "pod-a pod-d" "pod-a pod-d" tcp c1 10.96.0.13 80
 
-if [ $MODE = manual ]; then
-  run kube-proxy-ipsets-iptables manual_iptables
-  # pod-a reaching its own Service: half the connections come back to pod-a, masqueraded
-  connect tcp-hairpin 4 "pod-a pod-b" "pod-a pod-b" tcp p1 10.96.0.10 80
+[ $MODE = manual ] && run kube-proxy-ipsets-iptables manual_iptables
+# pod-a reaching its own Service: half the connections come back to pod-a, masqueraded to the
+# node (KUBE-LOOP-BACK); the others reach pod-b with pod-a's own address
+connect tcp-hairpin 4 "pod-a@10.244.0.1 pod-b@10.244.0.2" "pod-a pod-b" tcp p1 10.96.0.10 80
+
+# The off-cluster client (ext, 192.168.50.100/.101), as the host data-path test. eTP=Cluster
+# traffic is masqueraded: the pod sees the node's address on its veth (10.244.0.1).
+if [ $MODE = kuberules ]; then
+  connect ext-clusterip 4 "pod-a@10.244.0.1 pod-b@10.244.0.1" "pod-a pod-b" tcp ext 10.96.0.10 80
+  connect ext-udp-clusterip 2 "pod-a@10.244.0.1 pod-b@10.244.0.1" "" udp ext 10.96.0.10 53
+  connect ext-nodeport 4 "pod-a@10.244.0.1 pod-b@10.244.0.1" "pod-a pod-b" tcp ext $NODE_IP 30080
+  connect ext-externalip 4 "pod-a@10.244.0.1 pod-b@10.244.0.1" "pod-a pod-b" tcp ext 198.51.100.10 80
+  # eTP=Local: only the node-local endpoint (never pod-d on node-b), the client's source kept
+  connect ext-local-nodeport 4 "pod-a@192.168.50.100" "pod-a" tcp ext $NODE_IP 30081 192.168.50.100
+  # LoadBalancer ingress IP, loadBalancerSourceRanges [192.168.50.100/32], also eTP=Local
+  connect ext-lb-allowed-source 3 "pod-a@192.168.50.100" "pod-a" tcp ext 198.51.100.20 80 192.168.50.100
+  refused ext-lb-blocked-source ext 198.51.100.20 80 192.168.50.101
+  if [ "$(cat $T/why)" != timeout ]; then echo "    (kube-proxy DROPs in KUBE-SOURCE-RANGES-FIREWALL: expected a timeout, got $(cat $T/why))"; fi
+else
+  for f in ext-clusterip ext-udp-clusterip ext-nodeport ext-externalip ext-local-nodeport \
+      ext-lb-allowed-source ext-lb-blocked-source; do
+    skip $f "manual mode programs only IPVS and the ClusterIP/NodePort/hairpin iptables rules, not the external/LB/eTP=Local ones"
+  done
 fi
 
 # 2. endpoint change: web moves from pods .2,.3 to .3,.4
@@ -267,6 +345,9 @@ check_state ipvs-state-2 expected-2.ipvs draining-ok
 connect tcp-after-change 6 "pod-b pod-c" "pod-b pod-c" tcp c1 10.96.0.10 80
 connect udp-after-change 4 "pod-b pod-c" "pod-b pod-c" udp c1 10.96.0.10 53
 connect tcp-nodeport-after-change 4 "pod-b pod-c" "pod-b pod-c" tcp - $NODE_IP 30080
+if [ $MODE = kuberules ]; then
+  connect ext-externalip-after-change 4 "pod-b@10.244.0.1 pod-c@10.244.0.1" "pod-b pod-c" tcp ext 198.51.100.10 80
+fi
 
 # 3. cleanup
 case $MODE in
@@ -277,7 +358,12 @@ left=$(ipvs_state)
 if [ -z "$left" ]; then pass cleanup-no-virtual-servers; else fail cleanup-no-virtual-servers "left: $(echo "$left" | tr '\n' ' ')"; fi
 if [ $MODE = kuberules ]; then
   if ip link show kube-ipvs0 >/dev/null 2>&1; then
-    echo "    (kube-ipvs0 remains: $(ip -4 -o addr show dev kube-ipvs0 | awk '{ print $4 }' | tr '\n' ' '))"
-  fi
+    fail cleanup-no-kube-ipvs0 "kube-ipvs0 remains: $(ip -4 -o addr show dev kube-ipvs0 | awk '{ print $4 }' | tr '\n' ' ')"
+  else pass cleanup-no-kube-ipvs0; fi
+  sets=$(ipset list -n 2>/dev/null | grep '^KUBE-' | tr '\n' ' ')
+  if [ -z "$sets" ]; then pass cleanup-no-ipsets; else fail cleanup-no-ipsets "left: $sets"; fi
+  chains=$( { iptables-nft-save; iptables-legacy-save; } 2>/dev/null | grep -E '^[:-].*KUBE-' | tr '\n' ';')
+  if [ -z "$chains" ]; then pass cleanup-no-iptables; else fail cleanup-no-iptables "left: $chains"; fi
+  refused ext-clusterip-after-cleanup ext 10.96.0.10 80
 fi
 exit 0
