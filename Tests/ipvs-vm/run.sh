@@ -11,7 +11,7 @@
 #   --keep       keep the initramfs staging directory (path printed) for inspection
 # Environment:
 #   KUBERULES_BIN       the kuberules binary (else the argument, else built with swift build)
-#   KUBERULES_ARGS      extra arguments for every in-VM kuberules call (e.g. "--config /scenario/p.yaml")
+#   KUBERULES_ARGS      extra arguments for every in-VM kuberules call (after --config /scenario/proxy.yaml)
 #   KUBERULES_VM_SHELL=1   same as --shell
 #   IPVS_VM_CACHE       cache directory (default .build/ipvs-vm in the repository)
 #   IPVS_VM_REFRESH=1   fetch the Debian packages again (new kernel / security updates)

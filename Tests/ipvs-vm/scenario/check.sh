@@ -300,7 +300,8 @@ if [ $MODE = kuberules ]; then
   fi
 fi
 
-connect tcp-clusterip 6 "pod-a pod-b" "pod-a pod-b" tcp c1 10.96.0.10 80
+# a pod reaching a ClusterIP keeps its own source (clusterCIDR: no masquerade)
+connect tcp-clusterip 6 "pod-a@10.244.0.10 pod-b@10.244.0.10" "pod-a pod-b" tcp c1 10.96.0.10 80
 connect udp-clusterip 4 "pod-a pod-b" "pod-a pod-b" udp c1 10.96.0.10 53
 connect tcp-nodeport 4 "pod-a pod-b" "pod-a pod-b" tcp - $NODE_IP 30080
 connect tcp-clusterip-from-node 2 "pod-a pod-b" "" tcp - 10.96.0.10 80
@@ -320,7 +321,8 @@ connect tcp-hairpin 4 "pod-a@10.244.0.1 pod-b@10.244.0.2" "pod-a pod-b" tcp p1 1
 if [ $MODE = kuberules ]; then
   connect ext-clusterip 4 "pod-a@10.244.0.1 pod-b@10.244.0.1" "pod-a pod-b" tcp ext 10.96.0.10 80
   connect ext-udp-clusterip 2 "pod-a@10.244.0.1 pod-b@10.244.0.1" "" udp ext 10.96.0.10 53
-  connect ext-nodeport 4 "pod-a@10.244.0.1 pod-b@10.244.0.1" "pod-a pod-b" tcp ext $NODE_IP 30080
+  # from the second source: .101 has a working path (the source-range check below relies on it)
+  connect ext-nodeport 4 "pod-a@10.244.0.1 pod-b@10.244.0.1" "pod-a pod-b" tcp ext $NODE_IP 30080 192.168.50.101
   connect ext-externalip 4 "pod-a@10.244.0.1 pod-b@10.244.0.1" "pod-a pod-b" tcp ext 198.51.100.10 80
   # eTP=Local: only the node-local endpoint (never pod-d on node-b), the client's source kept
   connect ext-local-nodeport 4 "pod-a@192.168.50.100" "pod-a" tcp ext $NODE_IP 30081 192.168.50.100
