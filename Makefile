@@ -4,7 +4,7 @@ SHELL      := /bin/bash
 TESTLOG    := .build/test.log
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build, the tests and the benchmarks need.
-APT_PACKAGES := libmnl-dev libnftnl-dev pkg-config nftables iptables iproute2 util-linux
+APT_PACKAGES := libmnl-dev libnftnl-dev pkg-config nftables iptables iproute2 util-linux python3
 BIN        := .build/debug/kuberules
 EXAMPLE    := Fixtures/example
 
