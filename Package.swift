@@ -14,7 +14,7 @@ let package = Package(
     ],
     targets: [
         // Kubernetes objects, manifest loading, validation, KubeProxyConfiguration.
-        .target(name: "KubeModel", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "KubeModel", dependencies: ["Parallel", .product(name: "Yams", package: "Yams")]),
         // The backend-neutral plan: every Kubernetes rule of behaviour lives here, once.
         .target(name: "KubePlan", dependencies: ["KubeModel", .product(name: "Crypto", package: "swift-crypto")]),
         // kube-proxy-exact iptables layout (pure).
@@ -22,11 +22,13 @@ let package = Package(
         // iptables apply: iptables-save / iptables-restore --noflush, partial syncs (no C).
         .target(name: "IptablesApply", dependencies: ["IptablesBackend", .product(name: "Crypto", package: "swift-crypto")]),
         // nftables value model (tables, chains, sets, maps, rules as netlink-shaped expressions) + text.
-        .target(name: "NftModel"),
+        // Order-preserving data parallelism for the pure compiler (Dispatch only).
+        .target(name: "Parallel"),
+        .target(name: "NftModel", dependencies: ["Parallel"]),
         // plan -> NftRuleset (pure).
-        .target(name: "NftBackend", dependencies: ["KubePlan", "NftModel"]),
+        .target(name: "NftBackend", dependencies: ["KubePlan", "NftModel", "Parallel"]),
         // Kernel protocol, in-memory fake, diff and apply logic (pure Swift, no C).
-        .target(name: "NftApply", dependencies: ["NftModel"]),
+        .target(name: "NftApply", dependencies: ["NftModel", "Parallel"]),
         // IPVS values: virtual servers, real servers, ipsets, and their ipvsadm / ipset text.
         .target(name: "IpvsModel", dependencies: ["KubeModel"]),
         // plan -> IpvsConfig (pure): kube-proxy's IPVS mode (virtual servers, dummy addresses, ipsets, iptables).
@@ -40,7 +42,7 @@ let package = Package(
         .target(name: "Netlink", dependencies: ["CNetfilter", "NftModel", "NftApply", "IpvsModel", "IpvsApply", "KubeModel"]),
         .executableTarget(name: "kuberules", dependencies: [
             "KubeModel", "KubePlan", "IptablesBackend", "IptablesApply", "NftModel", "NftBackend", "NftApply", "Netlink",
-            "IpvsModel", "IpvsBackend", "IpvsApply",
+            "IpvsModel", "IpvsBackend", "IpvsApply", "Parallel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KubeModelTests", dependencies: ["KubeModel"]),

@@ -11,108 +11,108 @@ struct FieldReader {
         problems.append(Diagnostic(file: file, object: object, field: path, message: message))
     }
 
-    mutating func string(_ n: KNode?, _ path: String) -> String? {
+    mutating func string(_ n: KNode?, _ path: @autoclosure () -> String) -> String? {
         guard let n else { return nil }
         switch n.value {
         case .string(let s): return s
         case .null: return nil
-        default: error(path, "expected a string, got \(n.shortDescription)"); return nil
+        default: error(path(), "expected a string, got \(n.shortDescription)"); return nil
         }
     }
 
-    mutating func int(_ n: KNode?, _ path: String) -> Int? {
+    mutating func int(_ n: KNode?, _ path: @autoclosure () -> String) -> Int? {
         guard let n else { return nil }
         switch n.value {
         case .int(let i): return i
         case .null: return nil
         case .float(let d) where d == d.rounded() && abs(d) < 1e15: return Int(d)
         case .float(let d) where d == d.rounded() && abs(d) >= 1e15:
-            error(path, "\(n.shortDescription) is too large for an integer"); return nil
-        default: error(path, "expected an integer, got \(n.shortDescription)"); return nil
+            error(path(), "\(n.shortDescription) is too large for an integer"); return nil
+        default: error(path(), "expected an integer, got \(n.shortDescription)"); return nil
         }
     }
 
-    mutating func bool(_ n: KNode?, _ path: String) -> Bool? {
+    mutating func bool(_ n: KNode?, _ path: @autoclosure () -> String) -> Bool? {
         guard let n else { return nil }
         switch n.value {
         case .bool(let b): return b
         case .null: return nil
-        default: error(path, "expected true or false, got \(n.shortDescription)"); return nil
+        default: error(path(), "expected true or false, got \(n.shortDescription)"); return nil
         }
     }
 
-    mutating func list(_ n: KNode?, _ path: String) -> [KNode] {
+    mutating func list(_ n: KNode?, _ path: @autoclosure () -> String) -> [KNode] {
         guard let n else { return [] }
         switch n.value {
         case .list(let l): return l
         case .null: return []
-        default: error(path, "expected a list, got \(n.shortDescription)"); return []
+        default: error(path(), "expected a list, got \(n.shortDescription)"); return []
         }
     }
 
-    mutating func map(_ n: KNode?, _ path: String) -> [String: KNode]? {
+    mutating func map(_ n: KNode?, _ path: @autoclosure () -> String) -> [String: KNode]? {
         guard let n else { return nil }
         switch n.value {
         case .map(let m): return m
         case .null: return nil
-        default: error(path, "expected an object, got \(n.shortDescription)"); return nil
+        default: error(path(), "expected an object, got \(n.shortDescription)"); return nil
         }
     }
 
-    mutating func stringList(_ n: KNode?, _ path: String) -> [String] {
+    mutating func stringList(_ n: KNode?, _ path: @autoclosure () -> String) -> [String] {
         var out = [String]()
-        for (i, item) in list(n, path).enumerated() {
-            if let s = string(item, "\(path)[\(i)]") { out.append(s) }
+        for (i, item) in list(n, path()).enumerated() {
+            if let s = string(item, "\(path())[\(i)]") { out.append(s) }
         }
         return out
     }
 
-    mutating func stringMap(_ n: KNode?, _ path: String) -> [String: String] {
+    mutating func stringMap(_ n: KNode?, _ path: @autoclosure () -> String) -> [String: String] {
         var out = [String: String]()
-        guard let m = map(n, path) else { return out }
+        guard let m = map(n, path()) else { return out }
         for (k, v) in m {
             switch v.value {
             case .string(let s): out[k] = s
             case .int(let i): out[k] = String(i)
             case .bool(let b): out[k] = String(b)
             case .null: out[k] = ""
-            default: error("\(path).\(k)", "expected a string, got \(v.shortDescription)")
+            default: error("\(path()).\(k)", "expected a string, got \(v.shortDescription)")
             }
         }
         return out
     }
 
-    mutating func ip(_ text: String, _ path: String, family: IPFamily? = nil) -> IPAddress? {
+    mutating func ip(_ text: String, _ path: @autoclosure () -> String, family: IPFamily? = nil) -> IPAddress? {
         guard let ip = IPAddress(text) else {
-            error(path, "\"\(text)\" is not a valid IP address")
+            error(path(), "\"\(text)\" is not a valid IP address")
             return nil
         }
         if let family, ip.family != family {
-            error(path, "\(ip) is not an \(family.rawValue) address")
+            error(path(), "\(ip) is not an \(family.rawValue) address")
             return nil
         }
         return ip
     }
 
-    mutating func port(_ n: KNode?, _ path: String, required: Bool, allowZero: Bool = false) -> Int? {
-        guard let p = int(n, path) else {
-            if required && (n == nil || isNull(n)) { error(path, "required value is missing") }
+    mutating func port(_ n: KNode?, _ path: @autoclosure () -> String, required: Bool, allowZero: Bool = false) -> Int? {
+        guard let p = int(n, path()) else {
+            if required && (n == nil || isNull(n)) { error(path(), "required value is missing") }
             return nil
         }
         if allowZero && p == 0 { return 0 }
         guard (1...65535).contains(p) else {
-            error(path, "\(p) is not a valid port (1-65535)")
+            error(path(), "\(p) is not a valid port (1-65535)")
             return nil
         }
         return p
     }
 
-    mutating func proto(_ n: KNode?, _ path: String) -> L4Protocol? {
+    mutating func proto(_ n: KNode?, _ path: @autoclosure () -> String) -> L4Protocol? {
         if isNull(n) { return .tcp }
-        guard let s = string(n, path) else { return nil }
+        guard let s = string(n, path()) else { return nil }
         if s.isEmpty { return .tcp }
         guard let p = L4Protocol(rawValue: s) else {
-            error(path, "unsupported protocol \"\(s)\" (TCP, UDP or SCTP)")
+            error(path(), "unsupported protocol \"\(s)\" (TCP, UDP or SCTP)")
             return nil
         }
         return p
@@ -233,45 +233,45 @@ enum Decoders {
         var seenNames = [String: Int]()
         var seenPorts = [String: Int]()
         for (i, pn) in portNodes.enumerated() {
-            let path = "spec.ports[\(i)]"
-            guard let pm = r.map(pn, path) else { continue }
-            let name = r.string(pm["name"], "\(path).name") ?? ""
+            func path() -> String { "spec.ports[\(i)]" }
+            guard let pm = r.map(pn, path()) else { continue }
+            let name = r.string(pm["name"], "\(path()).name") ?? ""
             if name.isEmpty && portNodes.count > 1 {
-                r.error("\(path).name", "required when a service has more than one port")
+                r.error("\(path()).name", "required when a service has more than one port")
             } else if !name.isEmpty && !Names.isDNSLabel(name) {
-                r.error("\(path).name", "\"\(name)\" is not a valid port name (lowercase RFC 1123 label)")
+                r.error("\(path()).name", "\"\(name)\" is not a valid port name (lowercase RFC 1123 label)")
             }
             if let prev = seenNames[name], !name.isEmpty || portNodes.count > 1 {
-                r.error("\(path).name", "duplicate port name \"\(name)\" (also spec.ports[\(prev)])")
+                r.error("\(path()).name", "duplicate port name \"\(name)\" (also spec.ports[\(prev)])")
             } else {
                 seenNames[name] = i
             }
-            let proto = r.proto(pm["protocol"], "\(path).protocol")
-            let port = r.port(pm["port"], "\(path).port", required: true)
+            let proto = r.proto(pm["protocol"], "\(path()).protocol")
+            let port = r.port(pm["port"], "\(path()).port", required: true)
             var nodePort = 0
-            if pm["nodePort"] != nil, let np = r.port(pm["nodePort"], "\(path).nodePort", required: false, allowZero: true) {
+            if pm["nodePort"] != nil, let np = r.port(pm["nodePort"], "\(path()).nodePort", required: false, allowZero: true) {
                 nodePort = np
                 if np != 0 && svc.type != .nodePort && svc.type != .loadBalancer {
-                    r.error("\(path).nodePort", "may not be set when spec.type is \(svc.type.rawValue)")
+                    r.error("\(path()).nodePort", "may not be set when spec.type is \(svc.type.rawValue)")
                 }
             }
             if let tp = pm["targetPort"] {
                 switch tp.value {
-                case .int(let v): if !(1...65535).contains(v) { r.error("\(path).targetPort", "\(v) is not a valid port (1-65535)") }
+                case .int(let v): if !(1...65535).contains(v) { r.error("\(path()).targetPort", "\(v) is not a valid port (1-65535)") }
                 case .string(let s):
                     if let v = Int(s) {
-                        if !(1...65535).contains(v) { r.error("\(path).targetPort", "\(v) is not a valid port (1-65535)") }
+                        if !(1...65535).contains(v) { r.error("\(path()).targetPort", "\(v) is not a valid port (1-65535)") }
                     } else if !Names.isPortName(s) {
-                        r.error("\(path).targetPort", "\"\(s)\" is neither a port number nor a valid port name")
+                        r.error("\(path()).targetPort", "\"\(s)\" is neither a port number nor a valid port name")
                     }
                 case .null: break
-                default: r.error("\(path).targetPort", "expected a port number or name, got \(tp.shortDescription)")
+                default: r.error("\(path()).targetPort", "expected a port number or name, got \(tp.shortDescription)")
                 }
             }
             if let proto, let port {
                 let key = "\(port)/\(proto.rawValue)"
                 if let prev = seenPorts[key] {
-                    r.error("\(path).port", "duplicate port \(port)/\(proto.rawValue) (also spec.ports[\(prev)])")
+                    r.error("\(path()).port", "duplicate port \(port)/\(proto.rawValue) (also spec.ports[\(prev)])")
                 } else { seenPorts[key] = i }
                 svc.ports.append(ServicePort(name: name, proto: proto, port: port, nodePort: nodePort))
             }
@@ -368,46 +368,46 @@ enum Decoders {
         var slice = EndpointSlice(ref: ref, serviceName: svcName, family: family)
         var seen = Set<String>()
         for (i, pn) in r.list(root["ports"], "ports").enumerated() {
-            let path = "ports[\(i)]"
-            guard let pm = r.map(pn, path) else { continue }
-            let name = r.string(pm["name"], "\(path).name") ?? ""
+            func path() -> String { "ports[\(i)]" }
+            guard let pm = r.map(pn, path()) else { continue }
+            let name = r.string(pm["name"], "\(path()).name") ?? ""
             if !name.isEmpty && !Names.isDNSLabel(name) {
-                r.error("\(path).name", "\"\(name)\" is not a valid port name (lowercase RFC 1123 label)")
+                r.error("\(path()).name", "\"\(name)\" is not a valid port name (lowercase RFC 1123 label)")
             }
-            if !seen.insert(name).inserted { r.error("\(path).name", "duplicate port name \"\(name)\"") }
-            let proto = r.proto(pm["protocol"], "\(path).protocol")
-            let port = r.port(pm["port"], "\(path).port", required: false)
+            if !seen.insert(name).inserted { r.error("\(path()).name", "duplicate port name \"\(name)\"") }
+            let proto = r.proto(pm["protocol"], "\(path()).protocol")
+            let port = r.port(pm["port"], "\(path()).port", required: false)
             if let proto { slice.ports.append(EndpointPort(name: name, port: port, proto: proto)) }
         }
         for (i, en) in r.list(root["endpoints"], "endpoints").enumerated() {
-            let path = "endpoints[\(i)]"
-            guard let em = r.map(en, path) else { continue }
-            let addrs = r.stringList(em["addresses"], "\(path).addresses")
-            if addrs.isEmpty { r.error("\(path).addresses", "at least one address is required") }
-            if addrs.count > 100 { r.error("\(path).addresses", "at most 100 addresses are allowed") }
+            func path() -> String { "endpoints[\(i)]" }
+            guard let em = r.map(en, path()) else { continue }
+            let addrs = r.stringList(em["addresses"], "\(path()).addresses")
+            if addrs.isEmpty { r.error("\(path()).addresses", "at least one address is required") }
+            if addrs.count > 100 { r.error("\(path()).addresses", "at most 100 addresses are allowed") }
             var first: IPAddress?
             if family != nil {
                 for (j, a) in addrs.enumerated() {
-                    let ip = r.ip(a, "\(path).addresses[\(j)]", family: family)
+                    let ip = r.ip(a, "\(path()).addresses[\(j)]", family: family)
                     if j == 0 { first = ip }
                 }
             }
-            let cond = r.map(em["conditions"], "\(path).conditions")
-            let ready = r.bool(cond?["ready"], "\(path).conditions.ready") ?? true
-            let serving = r.bool(cond?["serving"], "\(path).conditions.serving")
-            let terminating = r.bool(cond?["terminating"], "\(path).conditions.terminating") ?? false
-            var nodeName = r.string(em["nodeName"], "\(path).nodeName")
+            let cond = r.map(em["conditions"], "\(path()).conditions")
+            let ready = r.bool(cond?["ready"], "\(path()).conditions.ready") ?? true
+            let serving = r.bool(cond?["serving"], "\(path()).conditions.serving")
+            let terminating = r.bool(cond?["terminating"], "\(path()).conditions.terminating") ?? false
+            var nodeName = r.string(em["nodeName"], "\(path()).nodeName")
             if nodeName?.isEmpty == true { nodeName = nil }
-            let zone = r.string(em["zone"], "\(path).zone")
+            let zone = r.string(em["zone"], "\(path()).zone")
             var zoneHints = [String](), nodeHints = [String]()
-            if let hints = r.map(em["hints"], "\(path).hints") {
-                for (j, z) in r.list(hints["forZones"], "\(path).hints.forZones").enumerated() {
-                    if let zm = r.map(z, "\(path).hints.forZones[\(j)]"),
-                       let n = r.string(zm["name"], "\(path).hints.forZones[\(j)].name") { zoneHints.append(n) }
+            if let hints = r.map(em["hints"], "\(path()).hints") {
+                for (j, z) in r.list(hints["forZones"], "\(path()).hints.forZones").enumerated() {
+                    if let zm = r.map(z, "\(path()).hints.forZones[\(j)]"),
+                       let n = r.string(zm["name"], "\(path()).hints.forZones[\(j)].name") { zoneHints.append(n) }
                 }
-                for (j, z) in r.list(hints["forNodes"], "\(path).hints.forNodes").enumerated() {
-                    if let zm = r.map(z, "\(path).hints.forNodes[\(j)]"),
-                       let n = r.string(zm["name"], "\(path).hints.forNodes[\(j)].name") { nodeHints.append(n) }
+                for (j, z) in r.list(hints["forNodes"], "\(path()).hints.forNodes").enumerated() {
+                    if let zm = r.map(z, "\(path()).hints.forNodes[\(j)]"),
+                       let n = r.string(zm["name"], "\(path()).hints.forNodes[\(j)].name") { nodeHints.append(n) }
                 }
             }
             if let first {

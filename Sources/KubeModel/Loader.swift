@@ -1,4 +1,5 @@
 import Foundation
+import Parallel
 import Yams
 
 /// Loads Kubernetes manifests (YAML, multi-document, JSON, `kind: List`) from files,
@@ -68,6 +69,7 @@ public struct ManifestLoader {
     private mutating func loadText(_ data: Data, file: String) {
         guard let docs = Self.parseDocuments(data, file: file, errors: &errors) else { return }
         for doc in docs { loadObject(doc, file: file, depth: 0) }
+        Parallel.releaseInBackground(docs)
     }
 
     /// Parses YAML (which includes JSON) into documents; reports syntax errors with line numbers.
@@ -81,6 +83,10 @@ public struct ManifestLoader {
         guard let text = String(data: data, encoding: .utf8) else {
             errors.append(Diagnostic(file: file, message: "not a YAML or JSON text (invalid UTF-8)"))
             return nil
+        }
+        if Self.looksLikeJSON(text) {
+            var text = text
+            if let root = text.withUTF8({ FastJSON.parse($0) }) { return [root] }
         }
         if let fast = FastYAML.parse(text) { return fast }
         var docs = [KNode]()
@@ -130,35 +136,91 @@ public struct ManifestLoader {
         }
     }
 
+    /// What one document decodes to; computed without touching the loader (so items of a List
+    /// decode on every core), then added in input order.
+    private enum Decoded {
+        case empty
+        case error(Diagnostic)
+        case note(Diagnostic)
+        case badAPIVersion(Diagnostic)
+        case list([KNode])
+        case service(Service?, [Diagnostic], String)
+        case slice(EndpointSlice?, [Diagnostic], String)
+        case endpoints([EndpointSlice], [Diagnostic], String)
+        case node(KubeNode?, [Diagnostic], String)
+    }
+
     private mutating func loadObject(_ doc: KNode, file: String, depth: Int) {
-        if case .null = doc.value { return }  // empty document ("---" at the end)
+        switch Self.decode(doc, file: file, depth: depth) {
+        case .list(let items):
+            let decoded = Parallel.map(count: items.count, minimumPerTask: 256) { Self.decode(items[$0], file: file, depth: depth + 1) }
+            for d in decoded { add(d, file: file) }
+        case let d:
+            add(d, file: file)
+        }
+    }
+
+    private static func decode(_ doc: KNode, file: String, depth: Int) -> Decoded {
+        if case .null = doc.value { return .empty }  // empty document ("---" at the end)
         guard case .map(let m) = doc.value else {
-            errors.append(Diagnostic(file: file, line: doc.line, message: "expected a Kubernetes object, got \(doc.shortDescription)"))
-            return
+            return .error(Diagnostic(file: file, line: doc.line, message: "expected a Kubernetes object, got \(doc.shortDescription)"))
         }
         var kind = ""
         if case .string(let k)? = m["kind"]?.value { kind = k }
         var apiVersion = ""
         if case .string(let a)? = m["apiVersion"]?.value { apiVersion = a }
+        func apiVersionProblem(_ expected: [String]) -> Decoded? {
+            if expected.contains(apiVersion) { return nil }
+            return .badAPIVersion(Self.apiVersionDiagnostic(apiVersion, expected: expected, kind: kind, doc: doc, file: file))
+        }
         switch kind {
         case "List", "ServiceList", "EndpointSliceList", "EndpointsList", "NodeList":
             guard depth == 0 else {
-                errors.append(Diagnostic(file: file, line: doc.line, message: "nested \(kind) is not supported"))
-                return
+                return .error(Diagnostic(file: file, line: doc.line, message: "nested \(kind) is not supported"))
             }
             switch m["items"]?.value {
-            case .list(let items)?: for item in items { loadObject(item, file: file, depth: depth + 1) }
-            case .null?, nil: break
-            default: errors.append(Diagnostic(file: file, line: doc.line, object: kind, field: "items", message: "expected a list"))
+            case .list(let items)?: return .list(items)
+            case .null?, nil: return .empty
+            default: return .error(Diagnostic(file: file, line: doc.line, object: kind, field: "items", message: "expected a list"))
             }
         case "Service":
-            guard checkAPIVersion(apiVersion, expected: ["v1"], kind: kind, doc: doc, file: file) else { return }
+            if let bad = apiVersionProblem(["v1"]) { return bad }
             let (svc, problems) = Decoders.service(doc, file: file)
-            if accept(problems, object: svc?.ref.description ?? "Service", file: file), let svc { cluster.services.append(svc) }
+            return .service(svc, problems, svc?.ref.description ?? "Service")
         case "EndpointSlice":
-            guard checkAPIVersion(apiVersion, expected: ["discovery.k8s.io/v1"], kind: kind, doc: doc, file: file) else { return }
+            if let bad = apiVersionProblem(["discovery.k8s.io/v1"]) { return bad }
             let (slice, problems) = Decoders.endpointSlice(doc, file: file)
-            if accept(problems, object: slice?.ref.description ?? "EndpointSlice", file: file), let slice {
+            return .slice(slice, problems, slice?.ref.description ?? "EndpointSlice")
+        case "Endpoints":
+            if let bad = apiVersionProblem(["v1"]) { return bad }
+            let (slices, problems) = Decoders.endpoints(doc, file: file)
+            return .endpoints(slices, problems, slices.first?.ref.description ?? "Endpoints")
+        case "Node":
+            if let bad = apiVersionProblem(["v1"]) { return bad }
+            let (node, problems) = Decoders.node(doc, file: file)
+            return .node(node, problems, node?.ref.description ?? "Node")
+        case "":
+            return .error(Diagnostic(file: file, line: doc.line, field: "kind", message: "required value is missing (not a Kubernetes object)"))
+        default:
+            var name = ""
+            if case .map(let meta)? = m["metadata"]?.value, case .string(let n)? = meta["name"]?.value { name = n }
+            return .note(Diagnostic(.note, file: file, object: name.isEmpty ? kind : "\(kind) \(name)",
+                                    message: "kind \(kind) is not used by kuberules; skipped"))
+        }
+    }
+
+    private mutating func add(_ decoded: Decoded, file: String) {
+        switch decoded {
+        case .empty: break
+        case .list: errors.append(Diagnostic(file: file, message: "nested List is not supported"))
+        case .error(let d): errors.append(d)
+        case .note(let d): warnings.append(d)
+        case .badAPIVersion(let d):
+            if skipInvalid { warnings.append(Diagnostic(.warning, file: file, object: d.object, field: d.field, message: d.message + "; object skipped")) } else { errors.append(d) }
+        case .service(let svc, let problems, let object):
+            if accept(problems, object: object, file: file), let svc { cluster.services.append(svc) }
+        case .slice(let slice, let problems, let object):
+            if accept(problems, object: object, file: file), let slice {
                 if slice.serviceName.isEmpty {
                     warnings.append(Diagnostic(.warning, file: file, object: slice.ref.description, field: "metadata.labels",
                                                message: "no kubernetes.io/service-name label; ignored (as kube-proxy does)"))
@@ -166,38 +228,22 @@ public struct ManifestLoader {
                     cluster.slices.append(slice)
                 }
             }
-        case "Endpoints":
-            guard checkAPIVersion(apiVersion, expected: ["v1"], kind: kind, doc: doc, file: file) else { return }
-            let (slices, problems) = Decoders.endpoints(doc, file: file)
-            if accept(problems, object: slices.first?.ref.description ?? "Endpoints", file: file) {
-                cluster.legacyEndpoints.append(contentsOf: slices)
-            }
-        case "Node":
-            guard checkAPIVersion(apiVersion, expected: ["v1"], kind: kind, doc: doc, file: file) else { return }
-            let (node, problems) = Decoders.node(doc, file: file)
-            if accept(problems, object: node?.ref.description ?? "Node", file: file), let node { cluster.nodes.append(node) }
-        case "":
-            errors.append(Diagnostic(file: file, line: doc.line, field: "kind", message: "required value is missing (not a Kubernetes object)"))
-        default:
-            var name = ""
-            if case .map(let meta)? = m["metadata"]?.value, case .string(let n)? = meta["name"]?.value { name = n }
-            warnings.append(Diagnostic(.note, file: file, object: name.isEmpty ? kind : "\(kind) \(name)",
-                                       message: "kind \(kind) is not used by kuberules; skipped"))
+        case .endpoints(let slices, let problems, let object):
+            if accept(problems, object: object, file: file) { cluster.legacyEndpoints.append(contentsOf: slices) }
+        case .node(let node, let problems, let object):
+            if accept(problems, object: object, file: file), let node { cluster.nodes.append(node) }
         }
     }
 
-    private mutating func checkAPIVersion(_ v: String, expected: [String], kind: String, doc: KNode, file: String) -> Bool {
-        if expected.contains(v) { return true }
+    private static func apiVersionDiagnostic(_ v: String, expected: [String], kind: String, doc: KNode, file: String) -> Diagnostic {
         var object = kind
         if case .map(let meta)? = doc["metadata"]?.value, case .string(let name)? = meta["name"]?.value {
             var ns = ""
             if case .string(let n)? = meta["namespace"]?.value { ns = n }
             object = ObjectRef(kind: kind, namespace: kind == "Node" ? "" : (ns.isEmpty ? "default" : ns), name: name, file: file).description
         }
-        let d = Diagnostic(file: file, object: object, field: "apiVersion",
-                           message: v.isEmpty ? "required value is missing" : "unsupported apiVersion \"\(v)\" for \(kind) (expected \(expected.joined(separator: " or ")))")
-        if skipInvalid { warnings.append(Diagnostic(.warning, file: file, object: object, field: "apiVersion", message: d.message + "; object skipped")) } else { errors.append(d) }
-        return false
+        return Diagnostic(file: file, object: object, field: "apiVersion",
+                          message: v.isEmpty ? "required value is missing" : "unsupported apiVersion \"\(v)\" for \(kind) (expected \(expected.joined(separator: " or ")))")
     }
 
     /// Returns true when the object may be used.

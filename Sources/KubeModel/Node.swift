@@ -1,8 +1,8 @@
 import Yams
 
 /// A parsed manifest value, independent of YAML or JSON, with the line it started on.
-public struct KNode: Sendable {
-    public indirect enum Value: Sendable {
+public struct KNode: Sendable, Equatable {
+    public enum Value: Sendable, Equatable {
         case map([String: KNode])
         case list([KNode])
         case string(String)

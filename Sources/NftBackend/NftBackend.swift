@@ -1,12 +1,13 @@
 import KubeModel
 import KubePlan
 import NftModel
+import Parallel
 
 /// Compiles plans into kuberules' own nftables layout: one table per family (`ip`/`ip6`,
 /// named `kuberules` by default), O(1) dispatch through verdict maps, and endpoint selection
-/// through one small named data map per service (`dnat to numgen random mod N map @…`), so that
-/// a full load binds no anonymous set and creates no per-endpoint chain (except for ClientIP
-/// affinity, which keeps kube-proxy's per-endpoint chains and timeout sets). See docs/nftables.md.
+/// by a `numgen random` cascade of DNAT rules in the service's chain, so that a full load binds
+/// no anonymous set and creates no per-endpoint chain (except for ClientIP affinity: one timeout
+/// map per service port and one chain per endpoint that records the client). See docs/nftables.md.
 public enum NftBackend {
     public static let defaultTable = "kuberules"
 
@@ -66,42 +67,46 @@ public enum NftBackend {
             ifNotLocal = .raw([.meta(key: .iifname, dreg: .r1), .cmp(op: .neq, sreg: .r1, data: bytes)])
         }
 
-        for svc in plan.services {
+        // Each service port's chains and set elements are independent: built on every core,
+        // merged in plan order.
+        let pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (i: Int) -> ServicePieces in
+            let svc = plan.services[i]
+            var pc = ServicePieces()
             let sfx = suffix(svc)
             let svcChain = "service-" + sfx, localChain = "local-" + sfx, extChain = "external-" + sfx
             let internalChain = svc.internalPolicyLocal ? localChain : svcChain
             let p = proto(svc.proto), port = UInt16(svc.port)
             let key = { (ip: IPAddress) in [value(ip), NftValue.proto(p), NftValue.port(port)] }
             let spn = comment(svc.nameString)
-            clusterIPs.insert(svc.clusterIP)
+            pc.clusterIP = svc.clusterIP
 
             // Dispatch: ClusterIP, external IPs, LB IPs, node port.
             if svc.hasInternalEndpoints {
-                serviceIPs.append(.verdict(key(svc.clusterIP), .goto(internalChain), comment: spn))
+                pc.serviceIPs.append(.verdict(key(svc.clusterIP), .goto(internalChain), comment: spn))
             } else if let a = svc.internalNoEndpoints {
-                noEndpointServices.append(.verdict(key(svc.clusterIP), a == .reject ? reject : .drop, comment: spn))
+                pc.noEndpointServices.append(.verdict(key(svc.clusterIP), a == .reject ? reject : .drop, comment: spn))
             }
             for ip in svc.externalIPs + svc.loadBalancerIPs {
-                if svc.hasEndpoints { serviceIPs.append(.verdict(key(ip), .goto(extChain), comment: spn)) }
+                if svc.hasEndpoints { pc.serviceIPs.append(.verdict(key(ip), .goto(extChain), comment: spn)) }
                 if let a = svc.externalNoEndpoints {
-                    noEndpointServices.append(.verdict(key(ip), a == .reject ? reject : .drop, comment: spn))
+                    pc.noEndpointServices.append(.verdict(key(ip), a == .reject ? reject : .drop, comment: spn))
                 }
             }
             if svc.usesFirewall {
                 for ip in svc.loadBalancerIPs {
-                    firewallIPs.append(.element(value(ip), .proto(p), .port(port), comment: spn))
+                    pc.firewallIPs.append(.element(value(ip), .proto(p), .port(port), comment: spn))
                     var sources = svc.sourceRanges
                     if svc.allowFromNode { sources += svc.loadBalancerIPs.map { CIDR(network: $0, prefixLength: $0.family.bits) } }
                     for c in disjoint(sources) {
-                        firewallAllow.append(.interval([.value(value(ip)), .value(.proto(p)), .value(.port(port)), .prefix(c.description)]))
+                        pc.firewallAllow.append(.interval([.value(value(ip)), .value(.proto(p)), .value(.port(port)), .prefix(c.description)]))
                     }
                 }
             }
             if svc.nodePort != 0 {
                 let npKey = [NftValue.proto(p), NftValue.port(UInt16(svc.nodePort))]
-                if svc.hasEndpoints { nodePorts.append(.verdict(npKey, .goto(extChain), comment: spn)) }
+                if svc.hasEndpoints { pc.nodePorts.append(.verdict(npKey, .goto(extChain), comment: spn)) }
                 if let a = svc.externalNoEndpoints {
-                    noEndpointNodePorts.append(.verdict(npKey, a == .reject ? reject : .drop, comment: spn))
+                    pc.noEndpointNodePorts.append(.verdict(npKey, a == .reject ? reject : .drop, comment: spn))
                 }
             }
 
@@ -130,7 +135,7 @@ public enum NftBackend {
                 if svc.hasExternalEndpoints {
                     rules.append(NftRule(.goto(svc.externalPolicyLocal ? localChain : svcChain)))
                 }
-                serviceChains.append(NftChain(name: extChain, rules: rules))
+                pc.serviceChains.append(NftChain(name: extChain, rules: rules))
             }
 
             // Policy chains: endpoint selection.
@@ -138,7 +143,7 @@ public enum NftBackend {
                 let used = target == .cluster ? svc.usesClusterPolicy : svc.usesLocalPolicy
                 guard used else { continue }
                 var rules = chain == internalChain ? internalMasq : []
-                for ep in eps { hairpin.insert(ep.ip) }
+                for ep in eps { pc.hairpin.append(ep.ip) }
                 if svc.affinityTimeout != nil {
                     // ClientIP affinity: a known client is sent straight to the endpoint its map
                     // entry names; a new one is spread over the endpoint chains, which record it.
@@ -150,22 +155,31 @@ public enum NftBackend {
                     // set per service grows quadratically with the number of services.
                     rules += cascade(eps.map { .dnat(to: value($0.ip), port: UInt16($0.port), l4proto: p) })
                 }
-                serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
+                pc.serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
             if let timeout = svc.affinityTimeout, !svc.reachableEndpoints.isEmpty {
                 // One timeout map per service port (client address -> endpoint address . port);
                 // its name carries a hash of the endpoint set, so an endpoint change replaces it
                 // and no client stays pinned to an endpoint that is gone.
-                maps.append(.map(affinityMap(svc), .types([addr]), .types([addr, .inetService]),
+                pc.maps.append(.map(affinityMap(svc), .types([addr]), .types([addr, .inetService]),
                                  flags: [.dynamic, .timeout], timeoutMs: UInt64(timeout) * 1000))
                 for ep in svc.reachableEndpoints {
-                    hairpin.insert(ep.ip)
-                    serviceChains.append(NftChain(name: "endpoint-" + endpointName(svc, ep), comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
+                    pc.hairpin.append(ep.ip)
+                    pc.serviceChains.append(NftChain(name: "endpoint-" + endpointName(svc, ep), comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
                         NftRule(.dynset(.update, set: affinityMap(svc), key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))])),
                         NftRule(.dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p)),
                     ]))
                 }
             }
+            return pc
+        }
+        for pc in pieces {
+            serviceIPs += pc.serviceIPs; nodePorts += pc.nodePorts
+            noEndpointServices += pc.noEndpointServices; noEndpointNodePorts += pc.noEndpointNodePorts
+            firewallIPs += pc.firewallIPs; firewallAllow += pc.firewallAllow
+            if let ip = pc.clusterIP { clusterIPs.insert(ip) }
+            hairpin.formUnion(pc.hairpin)
+            serviceChains += pc.serviceChains; maps += pc.maps
         }
 
         // Two services claiming the same address and port (invalid, but possible in input):
@@ -235,6 +249,17 @@ public enum NftBackend {
     /// A uniform choice among N terminal statements: the i-th is taken with probability 1/(N-i)
     /// of what is left (`numgen random mod (N-i) == 0 …`), the last unconditionally — exactly
     /// iptables' statistic cascade, and no map.
+    /// What one service port contributes to the table.
+    struct ServicePieces {
+        var serviceIPs = [NftElement](), nodePorts = [NftElement]()
+        var noEndpointServices = [NftElement](), noEndpointNodePorts = [NftElement]()
+        var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
+        var clusterIP: IPAddress?
+        var hairpin = [IPAddress]()
+        var serviceChains = [NftChain]()
+        var maps = [NftSet]()
+    }
+
     static func cascade(_ targets: [NftStatement]) -> [NftRule] {
         let n = UInt32(targets.count)
         return targets.enumerated().map { i, target in

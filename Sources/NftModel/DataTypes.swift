@@ -409,7 +409,16 @@ public enum NftAddress {
     }
 
     public static func formatIPv4(_ b: some Collection<UInt8>) -> String {
-        b.prefix(4).map { String($0) }.joined(separator: ".")
+        // Digits straight into one small buffer: this runs for every address of a large ruleset.
+        var out = [UInt8]()
+        out.reserveCapacity(15)
+        for (i, v) in b.prefix(4).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ".")) }
+            if v >= 100 { out.append(0x30 + v / 100) }
+            if v >= 10 { out.append(0x30 + v / 10 % 10) }
+            out.append(0x30 + v % 10)
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// RFC 5952 text (longest run of ≥2 zero groups compressed), like inet_ntop.

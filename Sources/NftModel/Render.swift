@@ -1,3 +1,5 @@
+import Parallel
+
 // Text: an `nft -f` script for a ruleset, and the decompiler that turns a rule's expressions
 // back into nft syntax (so the text is derived from exactly the values sent over netlink).
 
@@ -103,19 +105,24 @@ extension NftTable {
         let withRules = chains.filter { !$0.rules.isEmpty }
         if !withRules.isEmpty {
             out += "table \(fam) \(tname) {\n"
-            for c in withRules {
-                out += "\tchain \(NftText.name(c.name)) {\n"
+            // Chains print independently: on every core, joined in order.
+            let texts = try Parallel.map(count: withRules.count, minimumPerTask: 256) { (k: Int) throws(NftModelError) -> String in
+                let c = withRules[k]
+                var out = "\tchain \(NftText.name(c.name)) {\n"
                 for (i, r) in c.rules.enumerated() {
                     do {
                         out += "\t\t" + (try r.text(family: family, sets: setsByName)) + "\n"
-                    } catch let e as NftDecompileError {
-                        let err = NftModelError.unrenderable(table: "\(fam) \(name)", chain: c.name, rule: i, reason: e.reason)
+                    } catch {
+                        let reason = (error as? NftDecompileError)?.reason ?? "\(error)"
+                        let err = NftModelError.unrenderable(table: "\(fam) \(name)", chain: c.name, rule: i, reason: reason)
                         if strict { throw err }
                         out += "\t\t# kuberules: \(err.description)\n"
                     }
                 }
                 out += "\t}\n"
+                return out
             }
+            for t in texts { out += t }
             out += "}\n"
         }
     }
@@ -475,3 +482,4 @@ private struct Decompiler {
         }
     }
 }
+

@@ -6,6 +6,7 @@ import KubeModel
 import KubePlan
 import NftBackend
 import NftModel
+import Parallel
 
 /// Load → validate → plan → backend → text, shared by render and check.
 struct Pipeline {
@@ -37,17 +38,20 @@ struct Pipeline {
     func iptables() throws -> IptablesRuleset {
         let plans = try Timing.measure("load+plan") { try self.plans() }
         let opts = IptablesOptions(masqueradeRandomFully: options.masqueradeRandomFully, nfacct: options.nfacct)
+        defer { Parallel.releaseInBackground(plans) }
         return Timing.measure("iptables backend") { IptablesBackend.build(plans[0], options: opts) }
     }
 
     func nftables() throws -> NftRuleset {
         let plans = try Timing.measure("load+plan") { try self.plans() }
+        defer { Parallel.releaseInBackground(plans) }
         return Timing.measure("nftables backend") { NftBackend.build(plans, table: options.table) }
     }
 
     func ipvs() throws -> IpvsConfig {
         let plans = try Timing.measure("load+plan") { try self.plans() }
         let opts = IpvsOptions(masqueradeRandomFully: options.masqueradeRandomFully)
+        defer { Parallel.releaseInBackground(plans) }
         return Timing.measure("ipvs backend") { IpvsBackend.build(plans, options: opts) }
     }
 
@@ -55,9 +59,11 @@ struct Pipeline {
         switch options.backend {
         case .iptables:
             let rs = try iptables()
+            defer { Parallel.releaseInBackground(rs) }
             return Timing.measure("render text") { rs.render(withJumps: options.withJumps) }
         case .nftables:
             let rs = try nftables()
+            defer { Parallel.releaseInBackground(rs) }
             return Timing.measure("render text") { rs.render() }
         case .ipvs:
             let config = try ipvs()

@@ -1,0 +1,184 @@
+/// Builds KNode trees straight from JSON text (what `kubectl get -o json` prints), several times
+/// faster than libyaml's event parser, which pays for YAML's generality on every byte. Values come
+/// out exactly as the YAML path resolves them (numbers go through the same plain-scalar resolver).
+/// Anything it does not accept (a syntax error, a duplicated key, trailing content, very deep
+/// nesting) returns nil and the caller takes the YAML path, which reports errors with their line
+/// and column.
+enum FastJSON {
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> KNode? {
+        var p = Parser(bytes: bytes)
+        p.skipSpace()
+        guard let root = p.value(depth: 0) else { return nil }
+        p.skipSpace()
+        return p.pos == bytes.count ? root : nil
+    }
+
+    private struct Parser {
+        let bytes: UnsafeBufferPointer<UInt8>
+        var pos = 0
+        var line = 1
+
+        init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+        mutating func skipSpace() {
+            while pos < bytes.count {
+                switch bytes[pos] {
+                case 0x20, 0x09, 0x0D: pos += 1
+                case 0x0A: pos += 1; line += 1
+                default: return
+                }
+            }
+        }
+
+        mutating func value(depth: Int) -> KNode? {
+            guard pos < bytes.count, depth <= 200 else { return nil }
+            let start = line
+            switch bytes[pos] {
+            case UInt8(ascii: "{"):
+                pos += 1
+                var map = [String: KNode]()
+                skipSpace()
+                if pos < bytes.count && bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(map), line: start) }
+                while true {
+                    skipSpace()
+                    guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\""), let key = string() else { return nil }
+                    skipSpace()
+                    guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { return nil }
+                    pos += 1
+                    skipSpace()
+                    guard let v = value(depth: depth + 1), map.updateValue(v, forKey: key) == nil else { return nil }
+                    skipSpace()
+                    guard pos < bytes.count else { return nil }
+                    if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
+                    if bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(map), line: start) }
+                    return nil
+                }
+            case UInt8(ascii: "["):
+                pos += 1
+                var list = [KNode]()
+                skipSpace()
+                if pos < bytes.count && bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list(list), line: start) }
+                while true {
+                    skipSpace()
+                    guard let v = value(depth: depth + 1) else { return nil }
+                    list.append(v)
+                    skipSpace()
+                    guard pos < bytes.count else { return nil }
+                    if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
+                    if bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list(list), line: start) }
+                    return nil
+                }
+            case UInt8(ascii: "\""):
+                guard let s = string() else { return nil }
+                return KNode(.string(s), line: start)
+            default:
+                // true, false, null or a number: the token up to the next delimiter, resolved as a
+                // plain YAML scalar so both paths agree on every value.
+                let begin = pos
+                while pos < bytes.count {
+                    let c = bytes[pos]
+                    if c == UInt8(ascii: ",") || c == UInt8(ascii: "}") || c == UInt8(ascii: "]")
+                        || c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D { break }
+                    pos += 1
+                }
+                let token = String(decoding: UnsafeBufferPointer(rebasing: bytes[begin..<pos]), as: UTF8.self)
+                guard FastJSON.isJSONLiteral(token) else { return nil }
+                return KNode(YamlConversion.resolvePlain(token), line: start)
+            }
+        }
+
+        /// A JSON string starting at the opening quote; nil when malformed.
+        mutating func string() -> String? {
+            pos += 1
+            let begin = pos
+            while pos < bytes.count {
+                let c = bytes[pos]
+                if c == UInt8(ascii: "\"") {
+                    let s = String(decoding: UnsafeBufferPointer(rebasing: bytes[begin..<pos]), as: UTF8.self)
+                    pos += 1
+                    return s
+                }
+                if c == UInt8(ascii: "\\") { return escapedString(begin) }
+                if c < 0x20 { return nil }
+                pos += 1
+            }
+            return nil
+        }
+
+        /// The slow path for strings with escapes.
+        mutating func escapedString(_ begin: Int) -> String? {
+            var out = [UInt8](UnsafeBufferPointer(rebasing: bytes[begin..<pos]))
+            while pos < bytes.count {
+                let c = bytes[pos]
+                if c == UInt8(ascii: "\"") { pos += 1; return String(decoding: out, as: UTF8.self) }
+                if c < 0x20 { return nil }
+                if c != UInt8(ascii: "\\") { out.append(c); pos += 1; continue }
+                pos += 1
+                guard pos < bytes.count else { return nil }
+                let e = bytes[pos]
+                pos += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    guard var scalar = hex4() else { return nil }
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        // A surrogate pair: \uD83D\uDE00.
+                        guard pos + 1 < bytes.count, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else { return nil }
+                        pos += 2
+                        guard let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    guard let u = Unicode.Scalar(scalar) else { return nil }
+                    out.append(contentsOf: Array(String(Character(u)).utf8))
+                default: return nil
+                }
+            }
+            return nil
+        }
+
+        mutating func hex4() -> UInt32? {
+            guard pos + 4 <= bytes.count else { return nil }
+            var v: UInt32 = 0
+            for _ in 0..<4 {
+                let c = bytes[pos]
+                let d: UInt8
+                switch c {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): d = c - UInt8(ascii: "0")
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): d = c - UInt8(ascii: "a") + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): d = c - UInt8(ascii: "A") + 10
+                default: return nil
+                }
+                v = v << 4 | UInt32(d)
+                pos += 1
+            }
+            return v
+        }
+    }
+
+    /// true, false, null, or a number as JSON writes it (RFC 8259 §6).
+    static func isJSONLiteral(_ t: String) -> Bool {
+        if t == "true" || t == "false" || t == "null" { return true }
+        var u = Substring(t).utf8[...]
+        if u.first == UInt8(ascii: "-") { u = u.dropFirst() }
+        func digits(_ u: inout Substring.UTF8View.SubSequence) -> Int {
+            var n = 0
+            while let c = u.first, c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") { u = u.dropFirst(); n += 1 }
+            return n
+        }
+        let intStart = u
+        let n = digits(&u)
+        guard n > 0, !(n > 1 && intStart.first == UInt8(ascii: "0")) else { return false }
+        if u.first == UInt8(ascii: ".") { u = u.dropFirst(); guard digits(&u) > 0 else { return false } }
+        if u.first == UInt8(ascii: "e") || u.first == UInt8(ascii: "E") {
+            u = u.dropFirst()
+            if u.first == UInt8(ascii: "+") || u.first == UInt8(ascii: "-") { u = u.dropFirst() }
+            guard digits(&u) > 0 else { return false }
+        }
+        return u.isEmpty
+    }
+}

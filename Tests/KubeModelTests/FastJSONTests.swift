@@ -1,0 +1,55 @@
+import Foundation
+import XCTest
+@testable import KubeModel
+
+/// The JSON fast path must give exactly the trees the YAML path gives (values and lines), and
+/// leave everything it does not accept to the YAML path, which reports it.
+final class FastJSONTests: XCTestCase {
+    func viaJSON(_ text: String) -> KNode? {
+        var t = text
+        return t.withUTF8 { FastJSON.parse($0) }
+    }
+
+    func viaYAML(_ text: String) -> KNode? { FastYAML.parse(text)?.first }
+
+    func testSameTreesAsTheYAMLPath() {
+        let docs = [
+            #"{"apiVersion": "v1", "kind": "List", "items": [{"a": 1, "b": -2, "c": 1.5, "d": 1e3, "e": true, "f": false, "g": null}]}"#,
+            "{\n  \"s\": \"plain\",\n  \"esc\": \"q\\\" b\\\\ s\\/ n\\n t\\t u\\u00e9\",\n  \"n\": [1, 2, [3, {}], []],\n  \"k\": {\"x\": \"80\", \"y\": 0}\n}",
+            #"{"unicode": "grüße ✓", "empty": "", "zero": 0, "neg": -0.25, "big": 123456789012}"#,
+            "[\n1,\n2\n]",
+            #""just a string""#,
+        ]
+        for doc in docs {
+            let a = viaJSON(doc), b = viaYAML(doc)
+            XCTAssertNotNil(a, doc)
+            XCTAssertEqual(a, b, doc)
+        }
+    }
+
+    func testSurrogatePairs() {
+        // Valid JSON that libyaml refuses (YAML has no surrogate escapes): the fast path reads it.
+        XCTAssertEqual(viaJSON(#"{"e": "\ud83d\ude00"}"#)?["e"]?.value, .string("😀"))
+    }
+
+    func testRejectsWhatItDoesNotAccept() {
+        for bad in [#"{"a": 1,}"#, #"{"a": 1} x"#, #"{"a": 1, "a": 2}"#, #"{"a": 01}"#, #"{"a": tru}"#,
+                    #"{"a": "\x"}"#, "{\"a\": \"tab\there\"}", #"{"a": "\ud83d"}"#, #"{"a" 1}"#, #"[1 2]"#, "{", "",
+                    String(repeating: "[", count: 300) + String(repeating: "]", count: 300)] {
+            XCTAssertNil(viaJSON(bad), bad)
+        }
+    }
+
+    func testLargeListLoadsThroughTheFastPath() throws {
+        var items = [String]()
+        for i in 0..<300 {
+            items.append(#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s\#(i)", "namespace": "ns"}, "spec": {"clusterIP": "10.96.\#(i / 250).\#(i % 250 + 1)", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}"#)
+        }
+        let text = #"{"apiVersion": "v1", "kind": "List", "items": ["# + items.joined(separator: ",\n") + "]}"
+        XCTAssertNotNil(viaJSON(text))
+        var loader = ManifestLoader()
+        let cluster = try loader.load(text: text, file: "list.json")
+        XCTAssertEqual(cluster.services.count, 300)
+        XCTAssertEqual(cluster.services.map(\.ref.name), (0..<300).map { "s\($0)" })
+    }
+}
