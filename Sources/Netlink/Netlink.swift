@@ -115,6 +115,15 @@ public final class NftNetlink: NftKernel {
     // MARK: dump
 
     public func dumpTable(_ id: NftTableID) throws -> NftTable? {
+        try dumpTable(id, only: nil)
+    }
+
+    public func dumpTable(_ id: NftTableID, chains: Set<String>, sets: Set<String>) throws -> NftTable? {
+        try dumpTable(id, only: (chains, sets))
+    }
+
+    /// The table; with `only`, just the named chains and sets (each fetched by name).
+    private func dumpTable(_ id: NftTableID, only: (chains: Set<String>, sets: Set<String>)?) throws -> NftTable? {
         let fam = id.family.netlinkValue
         // The table itself (a GET by name: no other table is read).
         var table: NftTable? = nil
@@ -136,33 +145,66 @@ public final class NftNetlink: NftKernel {
         // Chains: the kernel cannot filter chain dumps by table, so chains of other tables
         // of this family are skipped after reading their table attribute only.
         var chains: [NftChain] = []
-        try dump(NFT_MSG_GETCHAIN.rawValue, fam, build: { nlh in
-            let c = nftnl_chain_alloc()!
-            defer { nftnl_chain_free(c) }
-            nftnl_chain_set_str(c, A(NFTNL_CHAIN_TABLE), id.name)
-            nftnl_chain_nlmsg_build_payload(nlh, c)
-        }, each: { h in
-            let c = nftnl_chain_alloc()!
-            defer { nftnl_chain_free(c) }
-            guard nftnl_chain_nlmsg_parse(h, c) >= 0 else { throw NftKernelError.decode(object: "chain in \(id)", reason: "unparseable message") }
-            guard String(cString: nftnl_chain_get_str(c, A(NFTNL_CHAIN_TABLE))) == id.name else { return }
-            chains.append(try Decode.chain(c, in: id))
-        }, what: "chains of \(id)")
-
-        // Sets (filtered by table in the kernel), then each set's elements.
         var sets: [NftSet] = []
-        try dump(NFT_MSG_GETSET.rawValue, fam, build: { nlh in
-            let s = nftnl_set_alloc()!
-            defer { nftnl_set_free(s) }
-            nftnl_set_set_str(s, A(NFTNL_SET_TABLE), id.name)
-            nftnl_set_nlmsg_build_payload(nlh, s)
-        }, each: { h in
-            let s = nftnl_set_alloc()!
-            defer { nftnl_set_free(s) }
-            guard nftnl_set_nlmsg_parse(h, s) >= 0 else { throw NftKernelError.decode(object: "set in \(id)", reason: "unparseable message") }
-            guard String(cString: nftnl_set_get_str(s, A(NFTNL_SET_TABLE))) == id.name else { return }
-            if let set = try Decode.set(s, in: id) { sets.append(set) }
-        }, what: "sets of \(id)")
+        if let only {
+            for name in only.chains.sorted() {
+                let err = try request(type: NFT_MSG_GETCHAIN.rawValue, family: fam, flags: NLM_F_REQUEST | NLM_F_ACK, build: { nlh in
+                    let c = nftnl_chain_alloc()!
+                    defer { nftnl_chain_free(c) }
+                    nftnl_chain_set_str(c, A(NFTNL_CHAIN_TABLE), id.name)
+                    nftnl_chain_set_str(c, A(NFTNL_CHAIN_NAME), name)
+                    nftnl_chain_nlmsg_build_payload(nlh, c)
+                }, each: { h in
+                    let c = nftnl_chain_alloc()!
+                    defer { nftnl_chain_free(c) }
+                    guard nftnl_chain_nlmsg_parse(h, c) >= 0 else { throw NftKernelError.decode(object: "chain \(name) in \(id)", reason: "unparseable message") }
+                    chains.append(try Decode.chain(c, in: id))
+                })
+                if err != 0 && err != ENOENT { throw NftKernelError.io(operation: "get \(id) chain \(name)", errno: err, message: errnoText(err)) }
+            }
+            for name in only.sets.sorted() {
+                let err = try request(type: NFT_MSG_GETSET.rawValue, family: fam, flags: NLM_F_REQUEST | NLM_F_ACK, build: { nlh in
+                    let s = nftnl_set_alloc()!
+                    defer { nftnl_set_free(s) }
+                    nftnl_set_set_str(s, A(NFTNL_SET_TABLE), id.name)
+                    nftnl_set_set_str(s, A(NFTNL_SET_NAME), name)
+                    nftnl_set_nlmsg_build_payload(nlh, s)
+                }, each: { h in
+                    let s = nftnl_set_alloc()!
+                    defer { nftnl_set_free(s) }
+                    guard nftnl_set_nlmsg_parse(h, s) >= 0 else { throw NftKernelError.decode(object: "set \(name) in \(id)", reason: "unparseable message") }
+                    if let set = try Decode.set(s, in: id) { sets.append(set) }
+                })
+                if err != 0 && err != ENOENT { throw NftKernelError.io(operation: "get \(id) set \(name)", errno: err, message: errnoText(err)) }
+            }
+        } else {
+            try dump(NFT_MSG_GETCHAIN.rawValue, fam, build: { nlh in
+                let c = nftnl_chain_alloc()!
+                defer { nftnl_chain_free(c) }
+                nftnl_chain_set_str(c, A(NFTNL_CHAIN_TABLE), id.name)
+                nftnl_chain_nlmsg_build_payload(nlh, c)
+            }, each: { h in
+                let c = nftnl_chain_alloc()!
+                defer { nftnl_chain_free(c) }
+                guard nftnl_chain_nlmsg_parse(h, c) >= 0 else { throw NftKernelError.decode(object: "chain in \(id)", reason: "unparseable message") }
+                guard String(cString: nftnl_chain_get_str(c, A(NFTNL_CHAIN_TABLE))) == id.name else { return }
+                chains.append(try Decode.chain(c, in: id))
+            }, what: "chains of \(id)")
+
+            // Sets (filtered by table in the kernel), then each set's elements.
+            try dump(NFT_MSG_GETSET.rawValue, fam, build: { nlh in
+                let s = nftnl_set_alloc()!
+                defer { nftnl_set_free(s) }
+                nftnl_set_set_str(s, A(NFTNL_SET_TABLE), id.name)
+                nftnl_set_nlmsg_build_payload(nlh, s)
+            }, each: { h in
+                let s = nftnl_set_alloc()!
+                defer { nftnl_set_free(s) }
+                guard nftnl_set_nlmsg_parse(h, s) >= 0 else { throw NftKernelError.decode(object: "set in \(id)", reason: "unparseable message") }
+                guard String(cString: nftnl_set_get_str(s, A(NFTNL_SET_TABLE))) == id.name else { return }
+                if let set = try Decode.set(s, in: id) { sets.append(set) }
+            }, what: "sets of \(id)")
+        }
         for i in sets.indices {
             sets[i].elements = try dumpElements(id, sets[i])
         }

@@ -37,11 +37,21 @@ public struct NftApplyReport: Sendable {
     public var listing: [String] = []
     /// False for a dry run.
     public var committed = false
+    /// Where the current state came from.
+    public var read = NftApplier.ReadSource.kernel
+
+    var readText: String {
+        switch read {
+        case .kernel: return "whole tables from the kernel"
+        case .committedState: return "state committed by this process"
+        case .savedState(let c, let s): return "saved state + \(c) chain(s), \(s) set(s) from the kernel"
+        }
+    }
 
     public var summary: String {
         "added \(added.total), changed \(changed.total), removed \(removed.total), unchanged \(unchanged.total) objects; "
             + "\(messages) messages, \(bytes) bytes, \(attempts) attempt(s), "
-            + "\(Int((elapsedSeconds * 1000).rounded())) ms"
+            + "\(Int((elapsedSeconds * 1000).rounded())) ms; read: " + readText
     }
 }
 
@@ -70,8 +80,24 @@ public final class NftApplier {
     public var reuseCommittedState = true
     /// The tables as of `generation` (nil value: the table did not exist).
     private var known: (generation: UInt32, tables: [NftTableID: NftTable?])?
+    /// Where the state of the last read came from.
+    public enum ReadSource: Sendable, Equatable {
+        /// The whole of our tables, dumped from the kernel.
+        case kernel
+        /// What this applier committed earlier in this process.
+        case committedState
+        /// The digests a previous run saved in the state store, plus the chains and sets whose
+        /// digests differ, dumped from the kernel (`chains`, `sets`: how many).
+        case savedState(chains: Int, sets: Int)
+    }
+    public private(set) var lastReadSource = ReadSource.kernel
     /// Whether the last read came from the kernel (false: from the state this applier committed).
-    public private(set) var lastReadFromKernel = true
+    public var lastReadFromKernel: Bool { lastReadSource == .kernel }
+    /// Digests of what was committed, saved for the next run (`--state-dir`); the default keeps
+    /// nothing.
+    public var stateStore: NftStateStore = NftNoStateStore()
+    /// Digests of the desired tables, computed once per apply when a store is in use.
+    private var desiredDigests: [NftTableID: NftTableDigests]?
 
     public init(kernel: NftKernel, kernelVersion: NftKernelVersion? = nil, maxAttempts: Int = 5) {
         self.kernel = kernel
@@ -85,12 +111,16 @@ public final class NftApplier {
         if reuseCommittedState, let known, !Self.hasExpiringElements(desired),
            desired.tables.allSatisfy({ known.tables.keys.contains($0.id) }),
            try kernel.generation() == known.generation {
-            lastReadFromKernel = false
+            lastReadSource = .committedState
             var tables: [NftTableID: NftTable] = [:]
             for t in desired.tables { if let have = known.tables[t.id] ?? nil { tables[t.id] = have } }
             return (known.generation, tables)
         }
-        lastReadFromKernel = true
+        if reuseCommittedState, let saved = try readSaved(desired) {
+            remember(saved.generation, desired, saved.tables)
+            return (saved.generation, saved.tables)
+        }
+        lastReadSource = .kernel
         while true {
             let gen = try kernel.generation()
             var tables: [NftTableID: NftTable] = [:]
@@ -103,6 +133,60 @@ public final class NftApplier {
                 return (gen, tables)
             }
         }
+    }
+
+    /// The digests of the desired tables (computed once per desired ruleset and apply).
+    private func digests(_ desired: NftRuleset) -> [NftTableID: NftTableDigests] {
+        if let d = desiredDigests, desired.tables.allSatisfy({ d[$0.id] != nil }) { return d }
+        var d = [NftTableID: NftTableDigests]()
+        for t in desired.tables { d[t.id] = NftTableDigests(t) }
+        desiredDigests = d
+        return d
+    }
+
+    /// The current state from the saved digests: valid only in the same namespace and boot and
+    /// while the kernel's generation is the one saved. Chains and sets whose desired digest
+    /// equals the saved one are what the kernel holds (the desired value stands in for them);
+    /// the others are dumped. nil when the saved state cannot be used.
+    private func readSaved(_ desired: NftRuleset) throws -> (generation: UInt32, tables: [NftTableID: NftTable])? {
+        guard !(stateStore is NftNoStateStore), !Self.hasExpiringElements(desired),
+              let saved = stateStore.load(), saved.scope == stateStore.scope,
+              desired.tables.allSatisfy({ saved.tables.keys.contains($0.id) }) else { return nil }
+        let gen = try kernel.generation()
+        guard gen == saved.generation else { return nil }
+        let want = digests(desired)
+        var tables: [NftTableID: NftTable] = [:]
+        var dumpedChains = 0, dumpedSets = 0
+        for t in desired.tables {
+            guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
+            guard let w = want[t.id], w.header == was.header else { return nil }
+            let needChains = Set(was.chains.filter { w.chains[$0.key] != $0.value }.keys)
+            let needSets = Set(was.sets.filter { w.sets[$0.key] != $0.value }.keys)
+            guard let part = try kernel.dumpTable(t.id, chains: needChains, sets: needSets),
+                  part.chains.count == needChains.count, part.sets.count == needSets.count else { return nil }
+            dumpedChains += needChains.count
+            dumpedSets += needSets.count
+            var have = NftTable(family: t.family, name: t.name, comment: part.comment)
+            have.chains = part.chains + t.chains.filter { was.chains[$0.name] != nil && !needChains.contains($0.name) }
+            have.sets = part.sets + t.sets.filter { was.sets[$0.name] != nil && !needSets.contains($0.name) }
+            tables[t.id] = have
+        }
+        guard try kernel.generation() == gen else { return nil }
+        lastReadSource = .savedState(chains: dumpedChains, sets: dumpedSets)
+        return (gen, tables)
+    }
+
+    /// Saves the digests of what the kernel holds now (`tables`, as of `generation`).
+    private func save(_ generation: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable], deferred: [NftTableID: [String]] = [:]) {
+        guard !(stateStore is NftNoStateStore) else { return }
+        let want = digests(desired)
+        var saved = NftSavedState(scope: stateStore.scope, generation: generation, tables: [:])
+        for t in desired.tables {
+            guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
+            for name in deferred[t.id] ?? [] { d.chains[name] = NftDigest.chain(NftChain(name: name)) }
+            saved.tables[t.id] = .some(d)
+        }
+        stateStore.save(saved)
     }
 
     private func remember(_ gen: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable]) {
@@ -131,9 +215,12 @@ public final class NftApplier {
     public func apply(_ desired: NftRuleset, dryRun: Bool = false) throws -> NftApplyReport {
         let start = NftClock.now()
         var report = NftApplyReport()
+        desiredDigests = nil
+        defer { desiredDigests = nil }
         for attempt in 1...max(1, maxAttempts) {
             report.attempts = attempt
             let state = try read(desired)
+            report.read = lastReadSource
             let plan = try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion)
             report.added = plan.added
             report.changed = plan.changed
@@ -148,12 +235,20 @@ public final class NftApplier {
                     var tables: [NftTableID: NftTable] = [:]
                     for t in desired.tables { tables[t.id] = t }
                     remember(state.generation, desired, tables)
+                    switch lastReadSource {
+                    case .kernel, .savedState(chains: 1..., sets: _), .savedState(chains: _, sets: 1...):
+                        save(state.generation, desired, state.tables)
+                    default:
+                        break   // the saved state already says this
+                    }
                 }
                 report.elapsedSeconds = NftClock.now() - start
                 return report
             }
             try beforeCommit?(attempt)
             do {
+                // Until the commit is known to be ours alone, no saved state may be trusted.
+                stateStore.save(nil)
                 let stats = try kernel.commit(plan.changes, generation: state.generation)
                 // Our batch is the only change iff the generation moved by exactly one.
                 known = nil
@@ -166,6 +261,7 @@ public final class NftApplier {
                         tables[t.id] = t
                     }
                     remember(state.generation &+ 1, desired, tables)
+                    save(state.generation &+ 1, desired, tables, deferred: plan.deferredByTable)
                 }
                 report.messages = stats.messages
                 report.bytes = stats.bytes
@@ -173,6 +269,11 @@ public final class NftApplier {
                 report.elapsedSeconds = NftClock.now() - start
                 return report
             } catch NftKernelError.generationChanged {
+                continue
+            } catch NftKernelError.batchRefused where report.read != .kernel && report.read != .committedState {
+                // Planned from a saved state that proved wrong: plan again from the kernel.
+                known = nil
+                stateStore.save(nil)
                 continue
             }
         }
@@ -184,6 +285,7 @@ public final class NftApplier {
     @discardableResult
     public func cleanup(family: NftFamily, table: String) throws -> Bool {
         let id = NftTableID(family, table)
+        stateStore.save(nil)
         for _ in 1...max(1, maxAttempts) {
             let gen = try kernel.generation()
             known = nil

@@ -179,7 +179,7 @@ public enum NftDiff {
         var replacements: [(chain: String, handle: UInt64, rule: NftRule)] = []
         for c in wantChains {
             guard let h = haveChains[c.name] else { continue }
-            let refersToGone = h.rules.contains { r in
+            let refersToGone = !(goneChains.isEmpty && goneSets.isEmpty) && h.rules.contains { r in
                 r.exprs.contains { e in
                     (e.referencedChain.map { goneChains.contains($0) } ?? false)
                         || (e.referencedSet.map { goneSets.contains($0) } ?? false)
@@ -215,6 +215,10 @@ public enum NftDiff {
         for s in wantSets {
             guard let h = haveSets[s.name], !recreatedSets.contains(s.name) else { continue }
             plan.unchanged.sets += 1
+            if recreatedChains.isEmpty && h.elements == s.elements {
+                plan.unchanged.elements += s.elements.count
+                continue
+            }
             // Elements equal at the same position on both sides (the usual case when the
             // state is the previously committed desired value) are unchanged: trim the common
             // prefix and suffix, and compare only the rest by key.
@@ -359,7 +363,8 @@ public enum NftDiff {
 
     /// Rules compared as the kernel reports them (see `NftRule.canonical()`).
     static func sameRules(_ a: [NftRule], _ b: [NftRule]) -> Bool {
-        a.count == b.count && zip(a, b).allSatisfy { $0 == $1 || $0.canonical() == $1.canonical() }
+        // `==` first: it is O(1) when both sides share storage (a state built from the desired value).
+        a == b || (a.count == b.count && zip(a, b).allSatisfy { $0 == $1 || $0.canonical() == $1.canonical() })
     }
 
     private static func createAll(_ want: NftTable, _ sets: [NftSet], _ chains: [NftChain],

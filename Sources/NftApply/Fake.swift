@@ -99,6 +99,17 @@ public final class FakeNftKernel: NftKernel {
         return tables[id]
     }
 
+    /// Chains and sets read by partial dumps, in order.
+    public private(set) var partiallyDumped: [String] = []
+
+    public func dumpTable(_ id: NftTableID, chains: Set<String>, sets: Set<String>) throws -> NftTable? {
+        guard var t = tables[id] else { return nil }
+        t.chains = t.chains.filter { chains.contains($0.name) }
+        t.sets = t.sets.filter { sets.contains($0.name) }
+        partiallyDumped += t.chains.map { "chain " + $0.name } + t.sets.map { "set " + $0.name }
+        return t
+    }
+
     public func commit(_ changes: [NftChange], generation: UInt32) throws -> NftCommitStats {
         lastBatch = changes
         while concurrentChangesBeforeCommit > 0 {

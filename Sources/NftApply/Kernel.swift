@@ -140,6 +140,10 @@ public protocol NftKernel: AnyObject {
     /// The table with its chains, rules, sets and elements, or nil if it does not exist.
     /// Only this table is read.
     func dumpTable(_ id: NftTableID) throws -> NftTable?
+    /// Part of a table: its own attributes, the named chains with their rules and the named
+    /// sets with their elements (names that do not exist are left out), or nil if the table
+    /// does not exist. Nothing else of the table is read.
+    func dumpTable(_ id: NftTableID, chains: Set<String>, sets: Set<String>) throws -> NftTable?
     /// Commits the changes as ONE batch carrying `generation` (NFNL_BATCH_GENID).
     /// Throws `NftKernelError.generationChanged` on ERESTART and `.batchRefused` with
     /// per-change errors otherwise; in both cases nothing was applied.

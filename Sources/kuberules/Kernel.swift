@@ -16,6 +16,14 @@ func openNftKernel() throws -> NftNetlink {
     }
 }
 
+/// An applier that keeps the digests of its commits in `stateDir` (none when empty), so the
+/// next run reads back only what changed while nobody else touched nftables.
+func nftApplier(_ kernel: NftNetlink, stateDir: String) -> NftApplier {
+    let applier = NftApplier(kernel: kernel)
+    if !stateDir.isEmpty { applier.stateStore = NftStateFile(directory: stateDir) }
+    return applier
+}
+
 /// Runs a kernel operation; a kernel refusal exits 3 naming the object that failed.
 func kernelOperation<T>(_ what: String, _ body: () throws -> T) throws -> T {
     do {
@@ -57,7 +65,7 @@ struct Diff: ParsableCommand {
         }
         let desired = try Pipeline(options: options).nftables()
         let kernel = try openNftKernel()
-        let applier = NftApplier(kernel: kernel)
+        let applier = nftApplier(kernel, stateDir: options.stateDir)
         let plan = try kernelOperation("reading the kernel") { try applier.plan(desired) }
         if plan.isEmpty {
             print("no differences")
@@ -75,7 +83,9 @@ struct Apply: ParsableCommand {
         nftables: reads our tables (family ip and ip6, named by --table), diffs them against the
         compiled ruleset and sends the difference in ONE atomic netlink batch, retried when the
         ruleset changed concurrently. Other tables are never read or touched. Prints one summary
-        line. Nothing reaches the kernel unless the whole input is valid. Exit 3 (naming the object)
+        line. The digests of what was committed are kept in --state-dir with the ruleset
+        generation it left: while that generation is unchanged (no nftables commit by anyone since),
+        the next apply or diff reads back only the chains and sets whose digests differ. Nothing reaches the kernel unless the whole input is valid. Exit 3 (naming the object)
         when the kernel refuses the batch; the ruleset is then exactly as before.
 
         iptables: one `iptables-restore --noflush` per run that rewrites only the chains that changed
@@ -111,7 +121,7 @@ struct Apply: ParsableCommand {
         }
         let desired = try Pipeline(options: options).nftables()
         let kernel = try openNftKernel()
-        let applier = NftApplier(kernel: kernel)
+        let applier = nftApplier(kernel, stateDir: options.stateDir)
         let report = try kernelOperation("applying") { try applier.apply(desired, dryRun: dryRun) }
         if dryRun {
             for line in report.listing { print(line) }
@@ -152,7 +162,7 @@ struct Cleanup: ParsableCommand {
     @Option(name: .long, help: "iptables: ipv4 or ipv6.")
     var ipFamily: FamilyOption = .ipv4
 
-    @Option(name: .long, help: ArgumentHelp("iptables: where the partial-sync state is kept (removed too).", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp("iptables and nftables: where the apply state is kept (removed too).", valueName: "dir"))
     var stateDir: String = "/run/kuberules"
 
     @Option(name: .long, help: ArgumentHelp("nftables: the name of our table in each family.", valueName: "name"))
@@ -168,7 +178,7 @@ struct Cleanup: ParsableCommand {
             throw ExitCode(Exit.badInput)
         }
         let kernel = try openNftKernel()
-        let applier = NftApplier(kernel: kernel)
+        let applier = nftApplier(kernel, stateDir: stateDir)
         var removed = [String]()
         for family in [NftFamily.ip, .ip6] {
             if try kernelOperation("deleting table \(family.rawValue) \(table)", { try applier.cleanup(family: family, table: table) }) {

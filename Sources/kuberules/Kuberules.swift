@@ -105,7 +105,7 @@ struct CompileOptions: ParsableArguments {
     @Option(name: .long, help: "iptables apply/diff: which iptables to run: system (the iptables-restore alternative), nft or legacy.")
     var iptables: IptablesVariantOption = .system
 
-    @Option(name: .long, help: ArgumentHelp("iptables apply/diff: where the partial-sync state is kept.", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp("apply/diff: where the state of the last apply is kept (iptables: partial syncs; nftables: digests of what was committed); empty: none.", valueName: "dir"))
     var stateDir: String = "/run/kuberules"
 
     @Option(name: .long, help: "ipvs: print only one section (ipvsadm, ipset or iptables), without its separator line.")

@@ -110,20 +110,30 @@ final class NftApplyCLITests: XCTestCase {
         }
         try Data(cluster(["10.0.1.1", "10.0.1.2", "10.0.1.3"]).utf8).write(to: tmp.appendingPathComponent("a.yaml"))
         try Data(cluster(["10.0.1.1", "10.0.1.2", "10.0.1.9"]).utf8).write(to: tmp.appendingPathComponent("b.yaml"))
-        let args = "--backend nftables --ip-family ipv4 --node-name n1"
+        let args = "--backend nftables --ip-family ipv4 --node-name n1 --state-dir \(tmp.path)/state"
         let r = try sh(unshare, """
             set -e
-            \(bin) apply \(args) \(tmp.path)/a.yaml > /dev/null
+            \(bin) apply \(args) \(tmp.path)/a.yaml
             \(bin) apply --dry-run \(args) \(tmp.path)/b.yaml | grep -c '^replace rule' || true
             \(bin) apply \(args) \(tmp.path)/b.yaml
             nft list ruleset > \(tmp.path)/applied
             \(bin) render \(args) \(tmp.path)/b.yaml > \(tmp.path)/b.nft
+            \(bin) diff \(args) \(tmp.path)/b.yaml
+            nft add table ip somebody-else
+            \(bin) apply \(args) \(tmp.path)/b.yaml
             """)
         XCTAssertEqual(r.status, 0, r.stderr)
         let lines = r.stdout.split(separator: "\n").map(String.init)
-        XCTAssertEqual(lines.first, "1", "one rule replaced: \(r.stdout)")
-        // begin, replace rule, delete + add hairpin element, end
-        XCTAssertTrue(lines.last?.contains(" 5 messages") ?? false, r.stdout)
+        XCTAssertEqual(lines.count, 5, r.stdout)
+        XCTAssertTrue(lines[0].hasSuffix("read: whole tables from the kernel"), lines[0])
+        XCTAssertEqual(lines[1], "1", "one rule replaced: \(r.stdout)")
+        // begin, replace rule, delete + add hairpin element, end; read back: the service chain
+        // and the hairpin set only (the saved digests vouch for the rest).
+        XCTAssertTrue(lines[2].contains(" 5 messages"), r.stdout)
+        XCTAssertTrue(lines[2].hasSuffix("read: saved state + 1 chain(s), 1 set(s) from the kernel"), lines[2])
+        XCTAssertEqual(lines[3], "no differences")
+        // Another commit in the namespace: the saved state no longer vouches for anything.
+        XCTAssertTrue(lines[4].contains("; 0 messages,") && lines[4].hasSuffix("read: whole tables from the kernel"), lines[4])
         let l = try sh(unshare, "nft -f \(tmp.path)/b.nft && nft list ruleset")
         XCTAssertEqual(l.status, 0, l.stderr)
         XCTAssertEqual(try String(contentsOfFile: tmp.path + "/applied", encoding: .utf8), l.stdout)

@@ -306,3 +306,116 @@ final class ElementDiffTests: XCTestCase {
         }
     }
 }
+
+/// A state store in memory: stands for `--state-dir` across "processes" (new appliers).
+final class MemoryStateStore: NftStateStore {
+    var scope = "boot/netns-cookie-1"
+    var state: NftSavedState?
+    func load() -> NftSavedState? { state }
+    func save(_ s: NftSavedState?) { state = s }
+}
+
+final class SavedStateTests: XCTestCase {
+    func applier(_ k: FakeNftKernel, _ store: MemoryStateStore) -> NftApplier {
+        let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
+        a.stateStore = store
+        return a
+    }
+
+    func testANewApplierReadsOnlyWhatChangedSinceTheSavedCommit() throws {
+        let k = FakeNftKernel()
+        let store = MemoryStateStore()
+        var desired = NftRuleset.example()
+        let first = try applier(k, store).apply(desired)
+        XCTAssertEqual(first.read, .kernel)
+        XCTAssertEqual(store.state?.generation, k.generationID, "saved with the generation the commit left")
+
+        // Next run, nothing changed: no dump at all.
+        let dumps = k.dumpedTables.count
+        let same = try applier(k, store).apply(desired)
+        XCTAssertEqual(same.read, .savedState(chains: 0, sets: 0))
+        XCTAssertFalse(same.committed)
+        XCTAssertEqual(k.dumpedTables.count, dumps)
+        XCTAssertEqual(k.partiallyDumped, [])
+
+        // One chain and one set change: only those two are read back.
+        let ci = desired.tables[0].chains.firstIndex { $0.name == "service-y" }!
+        desired.tables[0].chains[ci].rules.append(NftRule(.drop))
+        let si = desired.tables[0].sets.firstIndex { $0.name == "cluster-ips" }!
+        desired.tables[0].sets[si].elements.append(.element(.ipv4("172.30.0.50")))
+        let r = try applier(k, store).apply(desired)
+        XCTAssertEqual(r.read, .savedState(chains: 1, sets: 1))
+        XCTAssertEqual(k.partiallyDumped, ["chain service-y", "set cluster-ips"])
+        XCTAssertEqual(k.dumpedTables.count, dumps, "no whole-table dump")
+        XCTAssertEqual(r.added.elements, 1)
+        assertSame(k.dump(), desired)
+
+        // Somebody else commits (the generation moves): the whole table is read again.
+        k.bumpGeneration()
+        let other = try applier(k, store).apply(desired)
+        XCTAssertEqual(other.read, .kernel)
+        XCTAssertFalse(other.committed)
+
+        // Another namespace or boot: the saved state does not apply.
+        store.scope = "boot/netns-cookie-2"
+        XCTAssertEqual(try applier(k, store).apply(desired).read, .kernel)
+    }
+
+    func testARemovedChainAndSetAreReadAndDeleted() throws {
+        let k = FakeNftKernel()
+        let store = MemoryStateStore()
+        var desired = NftRuleset.example()
+        try applier(k, store).apply(desired)
+        desired.tables[0].chains.removeAll { $0.name == "service-y" }
+        let si = desired.tables[0].sets.firstIndex { $0.name == "service-ips" }!
+        desired.tables[0].sets[si].elements.removeAll { $0.data == .verdict(.goto("service-y")) }
+        let r = try applier(k, store).apply(desired)
+        XCTAssertEqual(r.read, .savedState(chains: 1, sets: 1))
+        XCTAssertEqual(r.removed.chains, 1)
+        assertSame(k.dump(), desired)
+    }
+
+    func testACleanupForgetsTheSavedState() throws {
+        let k = FakeNftKernel()
+        let store = MemoryStateStore()
+        let desired = NftRuleset.example()
+        try applier(k, store).apply(desired)
+        XCTAssertNotNil(store.state)
+        try applier(k, store).cleanup(family: desired.tables[0].family, table: desired.tables[0].name)
+        XCTAssertNil(store.state)
+        XCTAssertEqual(try applier(k, store).apply(desired).read, .kernel)
+        assertSame(k.dump(), desired)
+    }
+
+    func testTheStateFileRoundTrips() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftstate-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = NftStateFile(directory: dir + "/nested")
+        XCTAssertNil(file.load())
+        let t = NftRuleset.example().tables[0]
+        var tables: [NftTableID: NftTableDigests?] = [t.id: NftTableDigests(t)]
+        tables[NftTableID(.ip6, "kuberules")] = .some(nil)
+        let state = NftSavedState(scope: file.scope, generation: 42, tables: tables)
+        file.save(state)
+        XCTAssertEqual(file.load(), state)
+        XCTAssertTrue(file.path.hasPrefix(dir + "/nested/nftables-netns-"), file.path)
+        try Data("kuberules-nft-state 1\nscope x\ngeneration 1\nchain zz nope\n".utf8).write(to: URL(fileURLWithPath: file.path))
+        XCTAssertNil(file.load(), "a damaged file is no state")
+        file.save(nil)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: file.path))
+    }
+
+    func testDigestsAreStableAndSensitive() {
+        let t = NftRuleset.example().tables[0]
+        XCTAssertEqual(NftTableDigests(t), NftTableDigests(t))
+        var c = t.chains[0]
+        let before = NftDigest.chain(c)
+        c.rules[0].handle = 99
+        XCTAssertEqual(NftDigest.chain(c), before, "handles are not part of a rule")
+        c.rules[0].comment = "x"
+        XCTAssertNotEqual(NftDigest.chain(c), before)
+        // A fixed value, so a digest saved by one build is understood by the next.
+        XCTAssertEqual(NftDigest.chain(NftChain(name: "a")), NftDigest.chain(NftChain(name: "a")))
+        XCTAssertNotEqual(NftDigest.chain(NftChain(name: "a")), NftDigest.chain(NftChain(name: "b")))
+    }
+}
