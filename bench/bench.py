@@ -68,6 +68,11 @@ def summary(text):
     m = re.search(r"(\d+) messages, (\d+) bytes, \d+ attempt\(s\), (\d+) ms", text)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
 
+def read_source(text):
+    """What the applier read before diffing (the summary's `read:` part)."""
+    m = re.search(r"read: (.*)$", text.strip())
+    return m.group(1) if m else "?"
+
 def ratio(a, b):
     return "%.1f×" % (a / b) if b > 0 else "–"
 
@@ -126,18 +131,26 @@ def bench_size(n):
         out("| `iptables-nft-restore` of the iptables output | %.2f s | %s of legacy |" % (t, ratio(t, tl)))
     out()
 
-    out("| incremental, after a full apply | end to end | in the applier | netlink messages | bytes |")
-    out("|---|---|---|---|---|")
+    out("| incremental, after a full apply | end to end | in the applier | netlink messages | bytes | state read |")
+    out("|---|---|---|---|---|---|")
     with Netns() as ns:
-        ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [cluster])
+        state = os.path.join(d, "nft-state")
+        shutil.rmtree(state, ignore_errors=True)
+        nft = [BIN, "apply", "--backend", "nftables", "--state-dir", state] + NODE
+        ns.run(nft + [cluster])
         for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed")):
-            wall, _, text = ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [os.path.join(d, "cluster-%s.json" % change)])
+            wall, _, text = ns.run(nft + [os.path.join(d, "cluster-%s.json" % change)])
             msgs, nbytes, ms = summary(text)
-            out("| nftables: %s | %.2f s | %d ms | %d | %d |" % (what, wall, ms, msgs, nbytes))
-            ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [cluster])
-        wall, _, text = ns.run([BIN, "apply", "--backend", "nftables"] + NODE + [cluster])
+            out("| nftables: %s | %.2f s | %d ms | %d | %d | %s |" % (what, wall, ms, msgs, nbytes, read_source(text)))
+            ns.run(nft + [cluster])
+        wall, _, text = ns.run(nft + [cluster])
         msgs, nbytes, ms = summary(text)
-        out("| nftables: nothing changed | %.2f s | %d ms | %d | %d |" % (wall, ms, msgs, nbytes))
+        out("| nftables: nothing changed | %.2f s | %d ms | %d | %d | %s |" % (wall, ms, msgs, nbytes, read_source(text)))
+        nostate = [BIN, "apply", "--backend", "nftables", "--state-dir", ""] + NODE
+        wall, _, text = ns.run(nostate + [os.path.join(d, "cluster-endpoint.json")])
+        msgs, nbytes, ms = summary(text)
+        out("| nftables: one endpoint changed, without saved state (`--state-dir ''`) | %.2f s | %d ms | %d | %d | %s |"
+            % (wall, ms, msgs, nbytes, read_source(text)))
     with Netns() as ns:
         state = os.path.join(d, "state")
         shutil.rmtree(state, ignore_errors=True)
