@@ -206,6 +206,8 @@ public final class NftApplier {
 
     /// The change plan, without committing (`diff`, `--dry-run`).
     public func plan(_ desired: NftRuleset) throws -> NftPlan {
+        desiredDigests = nil
+        defer { desiredDigests = nil }
         let state = try read(desired)
         return try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion)
     }

@@ -24,6 +24,12 @@ func nftApplier(_ kernel: NftNetlink, stateDir: String) -> NftApplier {
     return applier
 }
 
+/// The compiled ruleset (bad input exits 2 before the kernel is opened) and its applier.
+func nftDesiredAndApplier(_ options: CompileOptions) throws -> (NftRuleset, NftApplier) {
+    let desired = try Pipeline(options: options).nftables()
+    return (desired, nftApplier(try openNftKernel(), stateDir: options.stateDir))
+}
+
 /// Runs a kernel operation; a kernel refusal exits 3 naming the object that failed.
 func kernelOperation<T>(_ what: String, _ body: () throws -> T) throws -> T {
     do {
@@ -63,9 +69,7 @@ struct Diff: ParsableCommand {
             warn("error: diff supports --backend nftables, iptables and ipvs")
             throw ExitCode(Exit.badInput)
         }
-        let desired = try Pipeline(options: options).nftables()
-        let kernel = try openNftKernel()
-        let applier = nftApplier(kernel, stateDir: options.stateDir)
+        let (desired, applier) = try nftDesiredAndApplier(options)
         let plan = try kernelOperation("reading the kernel") { try applier.plan(desired) }
         if plan.isEmpty {
             print("no differences")
@@ -119,9 +123,7 @@ struct Apply: ParsableCommand {
             warn("error: apply supports --backend nftables, iptables and ipvs")
             throw ExitCode(Exit.badInput)
         }
-        let desired = try Pipeline(options: options).nftables()
-        let kernel = try openNftKernel()
-        let applier = nftApplier(kernel, stateDir: options.stateDir)
+        let (desired, applier) = try nftDesiredAndApplier(options)
         let report = try kernelOperation("applying") { try applier.apply(desired, dryRun: dryRun) }
         if dryRun {
             for line in report.listing { print(line) }

@@ -361,6 +361,19 @@ final class SavedStateTests: XCTestCase {
         XCTAssertEqual(try applier(k, store).apply(desired).read, .kernel)
     }
 
+    func testEachPlanDigestsItsOwnRuleset() throws {
+        let k = FakeNftKernel()
+        let store = MemoryStateStore()
+        let desired = NftRuleset.example()
+        try applier(k, store).apply(desired)
+        let a = applier(k, store)
+        XCTAssertTrue(try a.plan(desired).isEmpty)
+        var changed = desired
+        let ci = changed.tables[0].chains.firstIndex { $0.name == "service-y" }!
+        changed.tables[0].chains[ci].rules.append(NftRule(.drop))
+        XCTAssertFalse(try a.plan(changed).isEmpty, "the digests of the first plan must not stand for the second")
+    }
+
     func testARemovedChainAndSetAreReadAndDeleted() throws {
         let k = FakeNftKernel()
         let store = MemoryStateStore()
