@@ -1,4 +1,5 @@
 import NftModel
+import Parallel
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -39,6 +40,9 @@ public struct NftApplyReport: Sendable {
     public var committed = false
     /// Where the current state came from.
     public var read = NftApplier.ReadSource.kernel
+    /// Seconds spent per phase of the last attempt, in order ("digest", "read", "plan",
+    /// "commit", "save"): `KUBERULES_TIMING=1` prints them.
+    public var phases: [(name: String, seconds: Double)] = []
 
     var readText: String {
         switch read {
@@ -98,6 +102,18 @@ public final class NftApplier {
     public var stateStore: NftStateStore = NftNoStateStore()
     /// Digests of the desired tables, computed once per apply when a store is in use.
     private var desiredDigests: [NftTableID: NftTableDigests]?
+    /// The saved state last loaded or saved (its element encodings are reused when saving).
+    private var lastLoaded: NftSavedState?
+    /// Encodings of desired sets made while reading the saved state (reused when saving).
+    private var encoded: [NftTableID: [String: NftSavedElements]] = [:]
+    /// Phase timings of the running apply (see `NftApplyReport.phases`).
+    private var phases: [(name: String, seconds: Double)] = []
+
+    private func timed<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+        let start = NftClock.now()
+        defer { phases.append((name, NftClock.now() - start)) }
+        return try body()
+    }
 
     public init(kernel: NftKernel, kernelVersion: NftKernelVersion? = nil, maxAttempts: Int = 5) {
         self.kernel = kernel
@@ -105,20 +121,41 @@ public final class NftApplier {
         self.maxAttempts = maxAttempts
     }
 
+    /// The current state of the desired tables, as of `generation`.
+    public struct CurrentState {
+        public var generation: UInt32
+        /// Per table that exists; without the chains named in `equalChains`.
+        public var tables: [NftTableID: NftTable]
+        /// Chains known (from the saved digests) to equal the desired ones: left out of both
+        /// sides of the diff.
+        public var equalChains: [NftTableID: Set<String>] = [:]
+    }
+
     /// Reads the current state of the desired tables (consistent with `generation`): from the
     /// kernel, or from what this applier committed if the generation is unchanged since.
     public func read(_ desired: NftRuleset) throws -> (generation: UInt32, tables: [NftTableID: NftTable]) {
+        let state = try readState(desired)
+        guard !state.equalChains.isEmpty else { return (state.generation, state.tables) }
+        // Put the desired chains back in for the ones known to be equal.
+        var tables = state.tables
+        for t in desired.tables {
+            guard let eq = state.equalChains[t.id], tables[t.id] != nil else { continue }
+            tables[t.id]!.chains += t.chains.filter { eq.contains($0.name) }
+        }
+        return (state.generation, tables)
+    }
+
+    func readState(_ desired: NftRuleset) throws -> CurrentState {
         if reuseCommittedState, let known, !Self.hasExpiringElements(desired),
            desired.tables.allSatisfy({ known.tables.keys.contains($0.id) }),
            try kernel.generation() == known.generation {
             lastReadSource = .committedState
             var tables: [NftTableID: NftTable] = [:]
             for t in desired.tables { if let have = known.tables[t.id] ?? nil { tables[t.id] = have } }
-            return (known.generation, tables)
+            return CurrentState(generation: known.generation, tables: tables)
         }
         if reuseCommittedState, let saved = try readSaved(desired) {
-            remember(saved.generation, desired, saved.tables)
-            return (saved.generation, saved.tables)
+            return saved
         }
         lastReadSource = .kernel
         while true {
@@ -130,7 +167,7 @@ public final class NftApplier {
             // A change during the dump makes the snapshot inconsistent: read again.
             if try kernel.generation() == gen {
                 remember(gen, desired, tables)
-                return (gen, tables)
+                return CurrentState(generation: gen, tables: tables)
             }
         }
     }
@@ -138,45 +175,124 @@ public final class NftApplier {
     /// The digests of the desired tables (computed once per desired ruleset and apply).
     private func digests(_ desired: NftRuleset) -> [NftTableID: NftTableDigests] {
         if let d = desiredDigests, desired.tables.allSatisfy({ d[$0.id] != nil }) { return d }
-        var d = [NftTableID: NftTableDigests]()
-        for t in desired.tables { d[t.id] = NftTableDigests(t) }
-        desiredDigests = d
-        return d
+        return timed("digest") {
+            var d = [NftTableID: NftTableDigests]()
+            for t in desired.tables { d[t.id] = NftTableDigests(t) }
+            desiredDigests = d
+            return d
+        }
     }
 
-    /// The current state from the saved digests: valid only in the same namespace and boot and
+    /// The current state from the saved state: valid only in the same namespace and boot and
     /// while the kernel's generation is the one saved. Chains and sets whose desired digest
-    /// equals the saved one are what the kernel holds (the desired value stands in for them);
-    /// the others are dumped. nil when the saved state cannot be used.
-    private func readSaved(_ desired: NftRuleset) throws -> (generation: UInt32, tables: [NftTableID: NftTable])? {
+    /// equals the saved one are what the kernel holds. Changed sets are diffed against their
+    /// saved elements (checked against the saved digest) or dumped; changed chains are dumped.
+    /// When no definition changed, the equal chains are left out of the diff altogether.
+    /// nil when the saved state cannot be used.
+    private func readSaved(_ desired: NftRuleset) throws -> CurrentState? {
         guard !(stateStore is NftNoStateStore), !Self.hasExpiringElements(desired),
-              let saved = stateStore.load(), saved.scope == stateStore.scope,
+              let saved = timed("load state", { stateStore.load() }), saved.scope == stateStore.scope,
               desired.tables.allSatisfy({ saved.tables.keys.contains($0.id) }) else { return nil }
         let gen = try kernel.generation()
         guard gen == saved.generation else { return nil }
         let want = digests(desired)
-        var tables: [NftTableID: NftTable] = [:]
+        var state = CurrentState(generation: gen, tables: [:])
         var dumpedChains = 0, dumpedSets = 0
         for t in desired.tables {
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
             let needChains = Set(was.chains.filter { w.chains[$0.key] != $0.value }.keys)
-            let needSets = Set(was.sets.filter { w.sets[$0.key] != $0.value }.keys)
+            var needSets = Set(was.sets.filter { w.sets[$0.key] != $0.value }.keys)
+            // A changed set whose committed elements were saved (same definition) is rebuilt
+            // from them: records equal to the desired set's (its encoding, kept for saving)
+            // at the start and the end stand for themselves; only the rest is decoded.
+            var rebuilt: [NftSet] = []
+            for s in t.sets where needSets.contains(s.name) {
+                guard let digest = was.sets[s.name], let old = saved.elements[t.id]?[s.name], old.setDigest == digest,
+                      let newDigest = w.sets[s.name] else { continue }
+                let new = NftSavedElements(s, digest: newDigest)
+                encoded[t.id, default: [:]][s.name] = new
+                guard old.definition == new.definition, let have = Self.rebuild(s, from: old.bytes, desired: new.bytes) else { continue }
+                rebuilt.append(have)
+                needSets.remove(s.name)
+            }
             guard let part = try kernel.dumpTable(t.id, chains: needChains, sets: needSets),
                   part.chains.count == needChains.count, part.sets.count == needSets.count else { return nil }
             dumpedChains += needChains.count
             dumpedSets += needSets.count
             var have = NftTable(family: t.family, name: t.name, comment: part.comment)
-            have.chains = part.chains + t.chains.filter { was.chains[$0.name] != nil && !needChains.contains($0.name) }
-            have.sets = part.sets + t.sets.filter { was.sets[$0.name] != nil && !needSets.contains($0.name) }
-            tables[t.id] = have
+            let changedSets = needSets.union(rebuilt.map(\.name))
+            have.sets = part.sets + rebuilt + t.sets.filter { was.sets[$0.name] != nil && !changedSets.contains($0.name) }
+            have.chains = part.chains
+            // Chains and sets recreated (definition changed) affect the rules that refer to
+            // them: then the diff sees every chain.
+            var definitionsKept = true
+            var desiredChains: [String: Int] = [:]
+            var equal: [NftChain] = []
+            for (i, c) in t.chains.enumerated() {
+                if needChains.contains(c.name) { desiredChains[c.name] = i } else if was.chains[c.name] != nil { equal.append(c) }
+            }
+            for c in part.chains {
+                if let i = desiredChains[c.name], !t.chains[i].sameDefinition(as: c) { definitionsKept = false }
+            }
+            for s in part.sets {
+                if let d = t.sets.first(where: { $0.name == s.name }), !d.sameDefinition(as: s) { definitionsKept = false }
+            }
+            if definitionsKept {
+                state.equalChains[t.id] = Set(equal.map { $0.name })
+            } else {
+                have.chains += equal
+            }
+            state.tables[t.id] = have
         }
         guard try kernel.generation() == gen else { return nil }
         lastReadSource = .savedState(chains: dumpedChains, sets: dumpedSets)
-        return (gen, tables)
+        lastLoaded = saved
+        if state.equalChains.isEmpty { remember(gen, desired, state.tables) } else { known = nil }
+        return state
     }
 
-    /// Saves the digests of what the kernel holds now (`tables`, as of `generation`).
+    /// `s` with the elements encoded in `old` (`desired`: the encoding of `s.elements`).
+    public static func rebuild(_ s: NftSet, from old: [UInt8], desired: [UInt8]) -> NftSet? {
+        guard let oo = NftElementCodec.recordOffsets(old), let no = NftElementCodec.recordOffsets(desired),
+              no.count == s.elements.count + 1 else { return nil }
+        let oldCount = oo.count - 1, newCount = no.count - 1
+        var lo = 0
+        while lo < oldCount && lo < newCount && NftElementCodec.sameRecord(old, oo, lo, desired, no, lo) { lo += 1 }
+        var suffix = 0
+        while suffix < oldCount - lo && suffix < newCount - lo
+            && NftElementCodec.sameRecord(old, oo, oldCount - 1 - suffix, desired, no, newCount - 1 - suffix) { suffix += 1 }
+        guard let middle = NftElementCodec.decode(old, records: oo[lo..<(oldCount - suffix)]) else { return nil }
+        var have = s
+        have.elements = Array(s.elements[0..<lo]) + middle + Array(s.elements[(newCount - suffix)...])
+        return have
+    }
+
+    /// The diff of the desired ruleset against a state read by `readState`.
+    private func diff(_ desired: NftRuleset, _ state: CurrentState) throws -> NftPlan {
+        guard !state.equalChains.isEmpty else {
+            return try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion)
+        }
+        try timed("validate") { for t in desired.tables { try NftDiff.validate(t) } }
+        var restricted = desired
+        var equal = NftObjectCounts()
+        for i in restricted.tables.indices {
+            guard let names = state.equalChains[restricted.tables[i].id], !names.isEmpty else { continue }
+            restricted.tables[i].chains.removeAll { c in
+                guard names.contains(c.name) else { return false }
+                equal.chains += 1
+                equal.rules += c.rules.count
+                return true
+            }
+        }
+        var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: state.tables, kernel: kernelVersion, validate: false) }
+        plan.unchanged.chains += equal.chains
+        plan.unchanged.rules += equal.rules
+        return plan
+    }
+
+    /// Saves the digests of what the kernel holds now (`tables`, as of `generation`), and the
+    /// elements of its sets (re-encoded only for sets whose digest changed since the last load).
     private func save(_ generation: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable], deferred: [NftTableID: [String]] = [:]) {
         guard !(stateStore is NftNoStateStore) else { return }
         let want = digests(desired)
@@ -185,8 +301,17 @@ public final class NftApplier {
             guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
             for name in deferred[t.id] ?? [] { d.chains[name] = NftDigest.chain(NftChain(name: name)) }
             saved.tables[t.id] = .some(d)
+            let before = lastLoaded?.elements[t.id] ?? [:], made = encoded[t.id] ?? [:]
+            let sets = t.sets.filter { !$0.elements.isEmpty }
+            let blobs = Parallel.map(count: sets.count, minimumPerTask: 1) { i -> NftSavedElements in
+                let s = sets[i], digest = d.sets[s.name] ?? 0
+                if let old = made[s.name] ?? before[s.name], old.setDigest == digest { return old }
+                return NftSavedElements(s, digest: digest)
+            }
+            saved.elements[t.id] = Dictionary(zip(sets.map(\.name), blobs), uniquingKeysWith: { a, _ in a })
         }
-        stateStore.save(saved)
+        timed("write state") { stateStore.save(saved) }
+        lastLoaded = saved
     }
 
     private func remember(_ gen: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable]) {
@@ -207,9 +332,9 @@ public final class NftApplier {
     /// The change plan, without committing (`diff`, `--dry-run`).
     public func plan(_ desired: NftRuleset) throws -> NftPlan {
         desiredDigests = nil
-        defer { desiredDigests = nil }
-        let state = try read(desired)
-        return try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion)
+        encoded = [:]
+        defer { desiredDigests = nil; encoded = [:] }
+        return try diff(desired, try readState(desired))
     }
 
     /// Makes the kernel's tables equal to `desired` (only the tables it names).
@@ -218,12 +343,14 @@ public final class NftApplier {
         let start = NftClock.now()
         var report = NftApplyReport()
         desiredDigests = nil
-        defer { desiredDigests = nil }
+        encoded = [:]
+        defer { desiredDigests = nil; encoded = [:] }
         for attempt in 1...max(1, maxAttempts) {
             report.attempts = attempt
-            let state = try read(desired)
+            phases = []
+            let state = try timed("read") { try readState(desired) }
             report.read = lastReadSource
-            let plan = try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion)
+            let plan = try timed("plan") { try diff(desired, state) }
             report.added = plan.added
             report.changed = plan.changed
             report.removed = plan.removed
@@ -245,13 +372,14 @@ public final class NftApplier {
                     }
                 }
                 report.elapsedSeconds = NftClock.now() - start
+                report.phases = phases
                 return report
             }
             try beforeCommit?(attempt)
             do {
                 // Until the commit is known to be ours alone, no saved state may be trusted.
                 stateStore.save(nil)
-                let stats = try kernel.commit(plan.changes, generation: state.generation)
+                let stats = try timed("commit") { try kernel.commit(plan.changes, generation: state.generation) }
                 // Our batch is the only change iff the generation moved by exactly one.
                 known = nil
                 if try kernel.generation() == state.generation &+ 1 {
@@ -263,12 +391,13 @@ public final class NftApplier {
                         tables[t.id] = t
                     }
                     remember(state.generation &+ 1, desired, tables)
-                    save(state.generation &+ 1, desired, tables, deferred: plan.deferredByTable)
+                    timed("save") { save(state.generation &+ 1, desired, tables, deferred: plan.deferredByTable) }
                 }
                 report.messages = stats.messages
                 report.bytes = stats.bytes
                 report.committed = true
                 report.elapsedSeconds = NftClock.now() - start
+                report.phases = phases
                 return report
             } catch NftKernelError.generationChanged {
                 continue

@@ -68,11 +68,12 @@ public enum NftDiffError: Error, Sendable, CustomStringConvertible {
 /// Pure diff: desired vs current (per table) → minimal ordered change list.
 public enum NftDiff {
     /// `current[id]` is the dumped table (nil if absent) for every table in `desired`.
+    /// `validate: false` when the caller validated a larger desired ruleset this one is part of.
     public static func plan(desired: NftRuleset, current: [NftTableID: NftTable],
-                            kernel: NftKernelVersion) throws -> NftPlan {
+                            kernel: NftKernelVersion, validate check: Bool = true) throws -> NftPlan {
         var plan = NftPlan(changes: [])
         for t in desired.sortedTables {
-            try validate(t)
+            if check { try validate(t) }
             diffTable(t, current[t.id] ?? nil, kernel: kernel, into: &plan)
         }
         return plan

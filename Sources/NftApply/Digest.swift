@@ -1,38 +1,50 @@
 import NftModel
 import Parallel
 
-/// Stable 64-bit digests of chains, sets and table headers (FNV-1a over a canonical,
-/// length-prefixed encoding of the value). Unlike `Hasher`, which is seeded per process, the
-/// same value gives the same digest in every run, so a digest saved by one `apply` can be
-/// compared by the next. Rule handles are not part of a rule's value and not digested.
+/// Stable 64-bit digests of chains, sets and table headers over a canonical, length-prefixed
+/// encoding of the value, mixed a 64-bit word at a time (multiply by an odd constant, fold the
+/// high half down). Unlike `Hasher`, which is seeded per process, the same value gives the same
+/// digest in every run, so a digest saved by one `apply` can be compared by the next. Rule
+/// handles are not part of a rule's value and not digested.
 public struct NftDigest: Sendable {
     private var h: UInt64 = 0xcbf2_9ce4_8422_2325
 
     public init() {}
 
-    public var value: UInt64 { h }
+    public var value: UInt64 { h ^ (h >> 31) }
 
-    @inline(__always) mutating func byte(_ b: UInt8) {
-        h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3
+    @inline(__always) mutating func u64(_ v: UInt64) {
+        h = (h ^ v) &* 0x9e37_79b9_7f4a_7c15
+        h ^= h >> 29
     }
 
-    mutating func u64(_ v: UInt64) {
-        var v = v
-        for _ in 0..<8 { byte(UInt8(truncatingIfNeeded: v)); v >>= 8 }
-    }
-
-    mutating func u32(_ v: UInt32) { u64(UInt64(v)) }
+    @inline(__always) mutating func byte(_ b: UInt8) { u64(UInt64(b) | 0x100) }
+    @inline(__always) mutating func u32(_ v: UInt32) { u64(UInt64(v) | 0x1_0000_0000) }
     mutating func int(_ v: Int) { u64(UInt64(bitPattern: Int64(v))) }
     mutating func bool(_ v: Bool) { byte(v ? 1 : 0) }
 
-    mutating func bytes(_ b: [UInt8]) {
+    /// Length, then the bytes eight at a time (little-endian words, the last one zero-padded).
+    mutating func raw(_ b: UnsafeRawBufferPointer) {
         int(b.count)
-        for x in b { byte(x) }
+        var i = 0
+        while i + 8 <= b.count {
+            u64(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
+            i += 8
+        }
+        if i < b.count {
+            var w: UInt64 = 0, shift: UInt64 = 0
+            while i < b.count { w |= UInt64(b[i]) << shift; shift += 8; i += 1 }
+            u64(w)
+        }
+    }
+
+    mutating func bytes(_ b: [UInt8]) {
+        b.withUnsafeBytes { raw($0) }
     }
 
     mutating func string(_ s: String) {
-        int(s.utf8.count)
-        for x in s.utf8 { byte(x) }
+        var s = s
+        s.withUTF8 { raw(UnsafeRawBufferPointer($0)) }
     }
 
     mutating func optional<T>(_ v: T?, _ feed: (inout NftDigest, T) -> Void) {
@@ -137,21 +149,32 @@ public struct NftDigest: Sendable {
     /// A set or map: its definition and its elements in order.
     public static func set(_ s: NftSet) -> UInt64 {
         var d = NftDigest()
-        d.string(s.name)
-        d.string(s.key.text)
-        d.optional(s.data) { d, data in
+        d.definition(s)
+        d.int(s.elements.count)
+        for e in s.elements { d.element(e) }
+        return d.value
+    }
+
+    /// A set's definition alone (what `NftSet.sameDefinition` compares).
+    public static func setDefinition(_ s: NftSet) -> UInt64 {
+        var d = NftDigest()
+        d.definition(s)
+        return d.value
+    }
+
+    mutating func definition(_ s: NftSet) {
+        string(s.name)
+        string(s.key.text)
+        optional(s.data) { d, data in
             switch data {
             case .verdict: d.byte(1)
             case .values(let spec): d.byte(2); d.string(spec.text)
             }
         }
-        d.u32(s.flags.rawValue)
-        d.optional(s.timeoutMs) { $0.u64($1) }
-        d.optional(s.size) { $0.u32($1) }
-        d.optional(s.comment) { $0.string($1) }
-        d.int(s.elements.count)
-        for e in s.elements { d.element(e) }
-        return d.value
+        u32(s.flags.rawValue)
+        optional(s.timeoutMs) { $0.u64($1) }
+        optional(s.size) { $0.u32($1) }
+        optional(s.comment) { $0.string($1) }
     }
 
     /// A table's own attributes (not its chains and sets).

@@ -17,11 +17,35 @@ public struct NftSavedState: Sendable, Equatable {
     public var generation: UInt32
     /// nil value: the table did not exist.
     public var tables: [NftTableID: NftTableDigests?]
+    /// The elements of sets as committed (`NftElementCodec`), with the digest of the set they
+    /// belong to: a set that changed is diffed against these instead of being dumped.
+    public var elements: [NftTableID: [String: NftSavedElements]]
 
-    public init(scope: String, generation: UInt32, tables: [NftTableID: NftTableDigests?]) {
+    public init(scope: String, generation: UInt32, tables: [NftTableID: NftTableDigests?],
+                elements: [NftTableID: [String: NftSavedElements]] = [:]) {
         self.scope = scope
         self.generation = generation
         self.tables = tables
+        self.elements = elements
+    }
+}
+
+/// A set's elements as committed, encoded, with the digest of the whole set (definition and
+/// elements) they were part of and the digest of its definition alone.
+public struct NftSavedElements: Sendable, Equatable {
+    public var setDigest: UInt64
+    public var definition: UInt64
+    public var bytes: [UInt8]
+
+    public init(setDigest: UInt64, definition: UInt64, bytes: [UInt8]) {
+        self.setDigest = setDigest
+        self.definition = definition
+        self.bytes = bytes
+    }
+
+    /// The encoding of `set`'s elements.
+    public init(_ set: NftSet, digest: UInt64) {
+        self.init(setDigest: digest, definition: NftDigest.setDefinition(set), bytes: NftElementCodec.encode(set.elements))
     }
 }
 
@@ -44,12 +68,14 @@ public final class NftNoStateStore: NftStateStore {
 
 /// One line-oriented file per network namespace in a directory (`--state-dir`):
 ///
-///     kuberules-nft-state 1
+///     kuberules-nft-state 2
 ///     scope <boot id>/netns-cookie-<cookie>   (or netns-<device>-<inode> before Linux 5.14)
 ///     generation <n>
 ///     table <family> <name> <header digest>      (or: absent <family> <name>)
 ///     chain <digest> <name>
 ///     set <digest> <name>
+///     elements <set digest> <definition digest> <length> <name>
+///                                                followed by <length> bytes (`NftElementCodec`) and a newline
 ///
 /// Written to a temporary file and renamed, so a reader sees the old or the new state.
 public final class NftStateFile: NftStateStore {
@@ -117,13 +143,15 @@ public final class NftStateFile: NftStateStore {
 
     /// Parses the file's bytes (tens of thousands of lines: no per-line String splitting).
     static func parse(_ b: UnsafeBufferPointer<UInt8>) -> NftSavedState? {
-        var lines = [Range<Int>]()
-        var start = 0
-        for i in 0..<b.count where b[i] == 10 {
-            if i > start { lines.append(start..<i) }
-            start = i + 1
+        var pos = 0
+        /// The next line (without its newline), or nil at the end.
+        func line() -> Range<Int>? {
+            guard pos < b.count else { return nil }
+            let start = pos
+            while pos < b.count && b[pos] != 10 { pos += 1 }
+            defer { pos += 1 }
+            return start..<pos
         }
-        if start < b.count { lines.append(start..<b.count) }
         func text(_ r: Range<Int>) -> String { String(decoding: UnsafeBufferPointer(rebasing: b[r]), as: UTF8.self) }
         /// The word at `from` (up to a space) and where the next one starts.
         func word(_ r: Range<Int>, from: Int) -> (Range<Int>, Int) {
@@ -146,14 +174,15 @@ public final class NftStateFile: NftStateStore {
             }
             return v
         }
-        guard lines.count >= 3, text(lines[0]) == "kuberules-nft-state 1" else { return nil }
-        let scopeLine = text(lines[1]), genLine = text(lines[2])
+        guard let l0 = line(), text(l0) == "kuberules-nft-state 2", let l1 = line(), let l2 = line() else { return nil }
+        let scopeLine = text(l1), genLine = text(l2)
         guard scopeLine.hasPrefix("scope "), genLine.hasPrefix("generation "),
               let gen = UInt32(genLine.dropFirst("generation ".count)) else { return nil }
         var state = NftSavedState(scope: String(scopeLine.dropFirst("scope ".count)), generation: gen, tables: [:])
         var current: (NftTableID, NftTableDigests)?
         func flush() { if let (id, d) = current { state.tables[id] = .some(d) }; current = nil }
-        for r in lines.dropFirst(3) {
+        while let r = line() {
+            guard !r.isEmpty else { return nil }
             let (kind, rest) = word(r, from: r.lowerBound)
             switch text(kind) {
             case "chain", "set":
@@ -161,6 +190,14 @@ public final class NftStateFile: NftStateStore {
                 guard current != nil, let d = hex(digest), nameStart < r.upperBound else { return nil }
                 let name = text(nameStart..<r.upperBound)
                 if kind.count == 5 { current!.1.chains[name] = d } else { current!.1.sets[name] = d }
+            case "elements":
+                let (digest, n1) = word(r, from: rest), (definition, n2) = word(r, from: n1)
+                let (length, nameStart) = word(r, from: n2)
+                guard let id = current?.0, let d = hex(digest), let def = hex(definition), let n = hex(length), nameStart < r.upperBound,
+                      n < UInt64(b.count), pos + Int(n) < b.count, b[pos + Int(n)] == 10 else { return nil }
+                let bytes = Array(b[pos..<(pos + Int(n))])
+                pos += Int(n) + 1
+                state.elements[id, default: [:]][text(nameStart..<r.upperBound)] = NftSavedElements(setDigest: d, definition: def, bytes: bytes)
             case "table":
                 flush()
                 let (fam, n1) = word(r, from: rest), (name, n2) = word(r, from: n1), (digest, _) = word(r, from: n2)
@@ -184,20 +221,28 @@ public final class NftStateFile: NftStateStore {
             unlink(path)
             return
         }
-        var out = "kuberules-nft-state 1\nscope \(state.scope)\ngeneration \(state.generation)\n"
+        var out = [UInt8]()
+        func put(_ s: String) { out.append(contentsOf: s.utf8) }
+        put("kuberules-nft-state 2\nscope \(state.scope)\ngeneration \(state.generation)\n")
         for id in state.tables.keys.sorted() {
             guard let t = state.tables[id] ?? nil else {
-                out += "absent \(id.family.rawValue) \(id.name)\n"
+                put("absent \(id.family.rawValue) \(id.name)\n")
                 continue
             }
-            out += "table \(id.family.rawValue) \(id.name) \(String(t.header, radix: 16))\n"
-            for (name, d) in t.chains.sorted(by: { $0.key < $1.key }) { out += "chain \(String(d, radix: 16)) \(name)\n" }
-            for (name, d) in t.sets.sorted(by: { $0.key < $1.key }) { out += "set \(String(d, radix: 16)) \(name)\n" }
+            put("table \(id.family.rawValue) \(id.name) \(String(t.header, radix: 16))\n")
+            // In dictionary order: sorting 35,000 names costs more than writing them.
+            for (name, d) in t.chains { put("chain \(String(d, radix: 16)) \(name)\n") }
+            for (name, d) in t.sets { put("set \(String(d, radix: 16)) \(name)\n") }
+            for (name, e) in state.elements[id] ?? [:] {
+                put("elements \(String(e.setDigest, radix: 16)) \(String(e.definition, radix: 16)) \(String(e.bytes.count, radix: 16)) \(name)\n")
+                out.append(contentsOf: e.bytes)
+                out.append(10)
+            }
         }
         Self.makeDirectories(directory)
         let tmp = path + ".tmp.\(getpid())"
         guard let f = fopen(tmp, "w") else { return }
-        let ok = out.utf8.withContiguousStorageIfAvailable { fwrite($0.baseAddress, 1, $0.count, f) == $0.count } ?? false
+        let ok = out.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, f) == $0.count }
         if fclose(f) != 0 || !ok {
             unlink(tmp)
             unlink(path)

@@ -125,6 +125,7 @@ struct Apply: ParsableCommand {
         }
         let (desired, applier) = try nftDesiredAndApplier(options)
         let report = try kernelOperation("applying") { try applier.apply(desired, dryRun: dryRun) }
+        for p in report.phases { Timing.report("applier \(p.name)", seconds: p.seconds) }
         if dryRun {
             for line in report.listing { print(line) }
             print("dry run: " + report.summary)

@@ -148,8 +148,12 @@ enum Timing {
         guard enabled else { return try body() }
         let start = DispatchTime.now().uptimeNanoseconds
         let result = try body()
-        let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-        warn("timing: \(what): \(String(format: "%.1f", ms)) ms")
+        report(what, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         return result
+    }
+
+    static func report(_ what: String, seconds: Double) {
+        guard enabled else { return }
+        warn("timing: \(what): \(String(format: "%.1f", seconds * 1000)) ms")
     }
 }
