@@ -213,6 +213,12 @@ def main():
     out()
     for n in NS:
         bench_size(n)
+    if LAT:
+        latency_table()
+    with open(os.path.join(W, "report.md"), "w") as f:
+        f.write("\n".join(report) + "\n")
+
+def latency_table():
     out("| first-packet latency: TCP connect to a ClusterIP, pod to pod through the node (3,000 connections after 500 to warm up) | p50 | p99 |")
     out("|---|---|---|")
     res = {}
@@ -226,8 +232,6 @@ def main():
         for backend in ("nftables", "iptables"):
             out("| %s: p50 at %d services / at %d | %s | |" % (backend, hi, lo, ratio(res[(backend, hi)], res[(backend, lo)])))
     out()
-    with open(os.path.join(W, "report.md"), "w") as f:
-        f.write("\n".join(report) + "\n")
 
 if __name__ == "__main__":
     main()

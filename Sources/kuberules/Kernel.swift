@@ -87,9 +87,11 @@ struct Apply: ParsableCommand {
         nftables: reads our tables (family ip and ip6, named by --table), diffs them against the
         compiled ruleset and sends the difference in ONE atomic netlink batch, retried when the
         ruleset changed concurrently. Other tables are never read or touched. Prints one summary
-        line. The digests of what was committed are kept in --state-dir with the ruleset
-        generation it left: while that generation is unchanged (no nftables commit by anyone since),
-        the next apply or diff reads back only the chains and sets whose digests differ. Nothing reaches the kernel unless the whole input is valid. Exit 3 (naming the object)
+        line. The digests of what was committed, and the elements of its sets, are kept in
+        --state-dir with the ruleset generation it left: while that generation is unchanged (no
+        nftables commit by anyone since), the next apply or diff reads back only the chains whose
+        digests differ and diffs changed sets against their saved elements. KUBERULES_TIMING=1
+        prints the time of each phase. Nothing reaches the kernel unless the whole input is valid. Exit 3 (naming the object)
         when the kernel refuses the batch; the ruleset is then exactly as before.
 
         iptables: one `iptables-restore --noflush` per run that rewrites only the chains that changed
