@@ -51,15 +51,11 @@ final class NetlinkSocket {
     let name: String
 
     init(protocol proto: Int32, name: String) throws {
-        guard let s = mnl_socket_open(proto) else {
-            throw IpvsKernelError.io(operation: "open \(name) socket", errno: errno, message: errnoText(errno))
+        do {
+            nl = try openBoundSocket(proto)
+        } catch {
+            throw IpvsKernelError.io(operation: "\(error.step) \(name) socket", errno: error.errno, message: errnoText(error.errno))
         }
-        guard mnl_socket_bind(s, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
-            let e = errno
-            mnl_socket_close(s)
-            throw IpvsKernelError.io(operation: "bind \(name) socket", errno: e, message: errnoText(e))
-        }
-        nl = s
         self.name = name
         seq = UInt32(truncatingIfNeeded: time(nil))
         recvBuffer = UnsafeMutableRawPointer.allocate(byteCount: recvBufferSize, alignment: 8)

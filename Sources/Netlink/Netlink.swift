@@ -27,16 +27,12 @@ public final class NftNetlink: NftKernel {
     private let recvBufferSize = 1 << 20
 
     public init() throws {
-        guard let s = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw NftKernelError.io(operation: "open netlink socket", errno: errno, message: errnoText(errno))
+        do {
+            nl = try openBoundSocket(NETLINK_NETFILTER)
+        } catch {
+            throw NftKernelError.io(operation: "\(error.step) netlink socket", errno: error.errno, message: errnoText(error.errno))
         }
-        guard mnl_socket_bind(s, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
-            let e = errno
-            mnl_socket_close(s)
-            throw NftKernelError.io(operation: "bind netlink socket", errno: e, message: errnoText(e))
-        }
-        nl = s
-        portid = mnl_socket_get_portid(s)
+        portid = mnl_socket_get_portid(nl)
         seq = UInt32(truncatingIfNeeded: time(nil))
         recvBuffer = UnsafeMutableRawPointer.allocate(byteCount: recvBufferSize, alignment: 8)
         var one: Int32 = 1
@@ -142,68 +138,14 @@ public final class NftNetlink: NftKernel {
         if terr != 0 { throw NftKernelError.io(operation: "get \(id)", errno: terr, message: errnoText(terr)) }
         guard var t = table else { return nil }
 
-        // Chains: the kernel cannot filter chain dumps by table, so chains of other tables
-        // of this family are skipped after reading their table attribute only.
         var chains: [NftChain] = []
         var sets: [NftSet] = []
         if let only {
-            for name in only.chains.sorted() {
-                let err = try request(type: NFT_MSG_GETCHAIN.rawValue, family: fam, flags: NLM_F_REQUEST | NLM_F_ACK, build: { nlh in
-                    let c = nftnl_chain_alloc()!
-                    defer { nftnl_chain_free(c) }
-                    nftnl_chain_set_str(c, A(NFTNL_CHAIN_TABLE), id.name)
-                    nftnl_chain_set_str(c, A(NFTNL_CHAIN_NAME), name)
-                    nftnl_chain_nlmsg_build_payload(nlh, c)
-                }, each: { h in
-                    let c = nftnl_chain_alloc()!
-                    defer { nftnl_chain_free(c) }
-                    guard nftnl_chain_nlmsg_parse(h, c) >= 0 else { throw NftKernelError.decode(object: "chain \(name) in \(id)", reason: "unparseable message") }
-                    chains.append(try Decode.chain(c, in: id))
-                })
-                if err != 0 && err != ENOENT { throw NftKernelError.io(operation: "get \(id) chain \(name)", errno: err, message: errnoText(err)) }
-            }
-            for name in only.sets.sorted() {
-                let err = try request(type: NFT_MSG_GETSET.rawValue, family: fam, flags: NLM_F_REQUEST | NLM_F_ACK, build: { nlh in
-                    let s = nftnl_set_alloc()!
-                    defer { nftnl_set_free(s) }
-                    nftnl_set_set_str(s, A(NFTNL_SET_TABLE), id.name)
-                    nftnl_set_set_str(s, A(NFTNL_SET_NAME), name)
-                    nftnl_set_nlmsg_build_payload(nlh, s)
-                }, each: { h in
-                    let s = nftnl_set_alloc()!
-                    defer { nftnl_set_free(s) }
-                    guard nftnl_set_nlmsg_parse(h, s) >= 0 else { throw NftKernelError.decode(object: "set \(name) in \(id)", reason: "unparseable message") }
-                    if let set = try Decode.set(s, in: id) { sets.append(set) }
-                })
-                if err != 0 && err != ENOENT { throw NftKernelError.io(operation: "get \(id) set \(name)", errno: err, message: errnoText(err)) }
-            }
+            for name in only.chains.sorted() { chains += try readChains(id, named: name) }
+            for name in only.sets.sorted() { sets += try readSets(id, named: name) }
         } else {
-            try dump(NFT_MSG_GETCHAIN.rawValue, fam, build: { nlh in
-                let c = nftnl_chain_alloc()!
-                defer { nftnl_chain_free(c) }
-                nftnl_chain_set_str(c, A(NFTNL_CHAIN_TABLE), id.name)
-                nftnl_chain_nlmsg_build_payload(nlh, c)
-            }, each: { h in
-                let c = nftnl_chain_alloc()!
-                defer { nftnl_chain_free(c) }
-                guard nftnl_chain_nlmsg_parse(h, c) >= 0 else { throw NftKernelError.decode(object: "chain in \(id)", reason: "unparseable message") }
-                guard String(cString: nftnl_chain_get_str(c, A(NFTNL_CHAIN_TABLE))) == id.name else { return }
-                chains.append(try Decode.chain(c, in: id))
-            }, what: "chains of \(id)")
-
-            // Sets (filtered by table in the kernel), then each set's elements.
-            try dump(NFT_MSG_GETSET.rawValue, fam, build: { nlh in
-                let s = nftnl_set_alloc()!
-                defer { nftnl_set_free(s) }
-                nftnl_set_set_str(s, A(NFTNL_SET_TABLE), id.name)
-                nftnl_set_nlmsg_build_payload(nlh, s)
-            }, each: { h in
-                let s = nftnl_set_alloc()!
-                defer { nftnl_set_free(s) }
-                guard nftnl_set_nlmsg_parse(h, s) >= 0 else { throw NftKernelError.decode(object: "set in \(id)", reason: "unparseable message") }
-                guard String(cString: nftnl_set_get_str(s, A(NFTNL_SET_TABLE))) == id.name else { return }
-                if let set = try Decode.set(s, in: id) { sets.append(set) }
-            }, what: "sets of \(id)")
+            chains = try readChains(id, named: nil)
+            sets = try readSets(id, named: nil)
         }
         for i in sets.indices {
             sets[i].elements = try dumpElements(id, sets[i])
@@ -233,6 +175,57 @@ public final class NftNetlink: NftKernel {
         t.chains = chains
         t.sets = sets
         return t
+    }
+
+    /// The chains of table `id` (without rules): the one named `name` (a GET by name; none if it
+    /// does not exist), or all of them (a dump: the kernel cannot filter chain dumps by table, so
+    /// chains of other tables of the family are skipped after reading their table attribute).
+    private func readChains(_ id: NftTableID, named name: String?) throws -> [NftChain] {
+        var chains: [NftChain] = []
+        let what = name.map { "\(id) chain \($0)" } ?? "chains of \(id)"
+        let err = try request(type: NFT_MSG_GETCHAIN.rawValue, family: id.family.netlinkValue,
+                              flags: NLM_F_REQUEST | (name == nil ? NLM_F_DUMP : NLM_F_ACK), build: { nlh in
+            let c = nftnl_chain_alloc()!
+            defer { nftnl_chain_free(c) }
+            nftnl_chain_set_str(c, A(NFTNL_CHAIN_TABLE), id.name)
+            if let name { nftnl_chain_set_str(c, A(NFTNL_CHAIN_NAME), name) }
+            nftnl_chain_nlmsg_build_payload(nlh, c)
+        }, each: { h in
+            let c = nftnl_chain_alloc()!
+            defer { nftnl_chain_free(c) }
+            guard nftnl_chain_nlmsg_parse(h, c) >= 0 else { throw NftKernelError.decode(object: what, reason: "unparseable message") }
+            guard String(cString: nftnl_chain_get_str(c, A(NFTNL_CHAIN_TABLE))) == id.name else { return }
+            chains.append(try Decode.chain(c, in: id))
+        })
+        if err != 0 && !(name != nil && err == ENOENT) {
+            throw NftKernelError.io(operation: (name == nil ? "dump " : "get ") + what, errno: err, message: errnoText(err))
+        }
+        return chains
+    }
+
+    /// The sets of table `id` (without elements): the one named `name`, or all of them (a dump,
+    /// filtered by table in the kernel).
+    private func readSets(_ id: NftTableID, named name: String?) throws -> [NftSet] {
+        var sets: [NftSet] = []
+        let what = name.map { "\(id) set \($0)" } ?? "sets of \(id)"
+        let err = try request(type: NFT_MSG_GETSET.rawValue, family: id.family.netlinkValue,
+                              flags: NLM_F_REQUEST | (name == nil ? NLM_F_DUMP : NLM_F_ACK), build: { nlh in
+            let s = nftnl_set_alloc()!
+            defer { nftnl_set_free(s) }
+            nftnl_set_set_str(s, A(NFTNL_SET_TABLE), id.name)
+            if let name { nftnl_set_set_str(s, A(NFTNL_SET_NAME), name) }
+            nftnl_set_nlmsg_build_payload(nlh, s)
+        }, each: { h in
+            let s = nftnl_set_alloc()!
+            defer { nftnl_set_free(s) }
+            guard nftnl_set_nlmsg_parse(h, s) >= 0 else { throw NftKernelError.decode(object: what, reason: "unparseable message") }
+            guard String(cString: nftnl_set_get_str(s, A(NFTNL_SET_TABLE))) == id.name else { return }
+            if let set = try Decode.set(s, in: id) { sets.append(set) }
+        })
+        if err != 0 && !(name != nil && err == ENOENT) {
+            throw NftKernelError.io(operation: (name == nil ? "dump " : "get ") + what, errno: err, message: errnoText(err))
+        }
+        return sets
     }
 
     private func dump(_ type: UInt32, _ family: UInt8, build: (UnsafeMutablePointer<nlmsghdr>) -> Void,

@@ -10,6 +10,23 @@ struct NetlinkReceiveFailure: Error {
     let errno: Int32
 }
 
+/// Why a netlink socket could not be set up: the step ("open", "bind") and errno.
+struct NetlinkOpenFailure: Error {
+    let step: String
+    let errno: Int32
+}
+
+/// A libmnl socket of protocol `proto`, bound with an automatic port id.
+func openBoundSocket(_ proto: Int32) throws(NetlinkOpenFailure) -> OpaquePointer {
+    guard let s = mnl_socket_open(proto) else { throw NetlinkOpenFailure(step: "open", errno: errno) }
+    guard mnl_socket_bind(s, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
+        let e = errno
+        mnl_socket_close(s)
+        throw NetlinkOpenFailure(step: "bind", errno: e)
+    }
+    return s
+}
+
 /// Reads the answers to request `seq` and hands each data message to `each`, until NLMSG_DONE,
 /// NLMSG_ERROR (its ACK or error) or, with `singleAnswer`, the first data message (a plain GET
 /// without ACK). Returns 0, or the errno the kernel answered with. Shared by the nf_tables,
