@@ -209,6 +209,48 @@ final class NetlinkApplyTests: KernelTestCase {
         XCTAssertEqual(r2.messages, 3)
     }
 
+    /// A fresh applier with the saved state changes interval, concatenated and verdict-map
+    /// sets without dumping them (their committed elements are in the state file) and gets
+    /// the kernel exactly where a full read says it should be.
+    func testSavedStateChangesSetsWithoutReadingThem() throws {
+        let dir = NSTemporaryDirectory() + "kuberules-state-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = NftStateFile(directory: dir)
+        let first = NftApplier(kernel: kernel)
+        first.stateStore = store
+        var desired = Self.example()
+        try first.apply(desired)
+        for t in desired.tables.indices {
+            let v6 = desired.tables[t].family == .ip6
+            func a(_ s4: String, _ s6: String) -> NftValue { v6 ? .ipv6(s6) : .ipv4(s4) }
+            func set(_ name: String) -> Int { desired.tables[t].sets.firstIndex { $0.name == name }! }
+            let fw = set("firewall-allow"), sr = set("source-ranges"), hp = set("hairpin"), ips = set("service-ips")
+            desired.tables[t].sets[fw].elements.append(
+                .interval([.value(a("172.30.0.42", "fd00:30::42")), .value(.proto(.udp)), .value(.port(53)), .prefix(v6 ? "fd99::/16" : "192.168.0.0/16")]))
+            desired.tables[t].sets[sr].elements.remove(at: 1)
+            desired.tables[t].sets[sr].elements.append(.element(a("203.0.113.99", "2001:db8::99")))
+            desired.tables[t].sets[hp].elements.append(.element(a("10.1.0.2", "fd00:1::2"), a("10.1.0.2", "fd00:1::2")))
+            desired.tables[t].sets[ips].elements[0].data = .verdict(.goto("service-y"))
+            let ci = desired.tables[t].chains.firstIndex { $0.name == "service-y" }!
+            desired.tables[t].chains[ci].rules.append(NftRule(.drop))
+        }
+        let second = NftApplier(kernel: kernel)
+        second.stateStore = store
+        let r = try second.apply(desired)
+        XCTAssertTrue(r.committed)
+        XCTAssertEqual(r.read, .savedState(chains: 2, sets: 0), r.listing.joined(separator: "\n"))
+        // A full read agrees that nothing is left to do, and the ruleset is what nft -f makes.
+        let check = NftApplier(kernel: kernel)
+        let left = try check.plan(desired)
+        XCTAssertTrue(left.isEmpty, left.listing.joined(separator: "\n"))
+        XCTAssertEqual(try listRuleset(), try listAfterLoadingInFreshNamespace(desired.render()))
+        // The state written by the second apply serves a third one.
+        let third = NftApplier(kernel: kernel)
+        third.stateStore = store
+        XCTAssertFalse(try third.apply(desired).committed)
+        XCTAssertEqual(third.lastReadSource, .savedState(chains: 0, sets: 0))
+    }
+
     func testRefusedBatchLeavesRulesetExactlyAsBefore() throws {
         var desired = Self.example()
         try applier.apply(desired)
