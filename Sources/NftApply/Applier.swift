@@ -124,11 +124,12 @@ public final class NftApplier {
     /// The current state of the desired tables, as of `generation`.
     public struct CurrentState {
         public var generation: UInt32
-        /// Per table that exists; without the chains named in `equalChains`.
+        /// Per table that exists; without the chains marked in `equalChains`.
         public var tables: [NftTableID: NftTable]
-        /// Chains known (from the saved digests) to equal the desired ones: left out of both
-        /// sides of the diff.
-        public var equalChains: [NftTableID: Set<String>] = [:]
+        /// Per table, aligned with the desired table's chains: true where the chain is known
+        /// (from the saved digests) to equal the desired one. Those are left out of both sides
+        /// of the diff.
+        public var equalChains: [NftTableID: [Bool]] = [:]
     }
 
     /// Reads the current state of the desired tables (consistent with `generation`): from the
@@ -140,7 +141,7 @@ public final class NftApplier {
         var tables = state.tables
         for t in desired.tables {
             guard let eq = state.equalChains[t.id], tables[t.id] != nil else { continue }
-            tables[t.id]!.chains += t.chains.filter { eq.contains($0.name) }
+            tables[t.id]!.chains += zip(t.chains, eq).filter { $0.1 }.map { $0.0 }
         }
         return (state.generation, tables)
     }
@@ -201,7 +202,7 @@ public final class NftApplier {
         for t in desired.tables {
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
-            let needChains = Set(was.chains.filter { w.chains[$0.key] != $0.value }.keys)
+            let (unchanged, needChains, changedDesired) = was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder)
             var needSets = Set(was.sets.filter { w.sets[$0.key] != $0.value }.keys)
             // A changed set whose committed elements were saved (same definition) is rebuilt
             // from them: records equal to the desired set's (its encoding, kept for saving)
@@ -227,11 +228,7 @@ public final class NftApplier {
             // Chains and sets recreated (definition changed) affect the rules that refer to
             // them: then the diff sees every chain.
             var definitionsKept = true
-            var desiredChains: [String: Int] = [:]
-            var equal: [NftChain] = []
-            for (i, c) in t.chains.enumerated() {
-                if needChains.contains(c.name) { desiredChains[c.name] = i } else if was.chains[c.name] != nil { equal.append(c) }
-            }
+            let desiredChains = Dictionary(changedDesired.map { (t.chains[$0].name, $0) }, uniquingKeysWith: { a, _ in a })
             for c in part.chains {
                 if let i = desiredChains[c.name], !t.chains[i].sameDefinition(as: c) { definitionsKept = false }
             }
@@ -239,9 +236,9 @@ public final class NftApplier {
                 if let d = t.sets.first(where: { $0.name == s.name }), !d.sameDefinition(as: s) { definitionsKept = false }
             }
             if definitionsKept {
-                state.equalChains[t.id] = Set(equal.map { $0.name })
+                state.equalChains[t.id] = unchanged
             } else {
-                have.chains += equal
+                have.chains += zip(t.chains, unchanged).filter { $0.1 }.map { $0.0 }
             }
             state.tables[t.id] = have
         }
@@ -277,13 +274,12 @@ public final class NftApplier {
         var restricted = desired
         var equal = NftObjectCounts()
         for i in restricted.tables.indices {
-            guard let names = state.equalChains[restricted.tables[i].id], !names.isEmpty else { continue }
-            restricted.tables[i].chains.removeAll { c in
-                guard names.contains(c.name) else { return false }
-                equal.chains += 1
-                equal.rules += c.rules.count
-                return true
+            guard let mask = state.equalChains[restricted.tables[i].id] else { continue }
+            var kept: [NftChain] = []
+            for (c, isEqual) in zip(restricted.tables[i].chains, mask) {
+                if isEqual { equal.chains += 1; equal.rules += c.rules.count } else { kept.append(c) }
             }
+            restricted.tables[i].chains = kept
         }
         var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: state.tables, kernel: kernelVersion, validate: false) }
         plan.unchanged.chains += equal.chains
@@ -299,7 +295,7 @@ public final class NftApplier {
         var saved = NftSavedState(scope: stateStore.scope, generation: generation, tables: [:])
         for t in desired.tables {
             guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
-            for name in deferred[t.id] ?? [] { d.chains[name] = NftDigest.chain(NftChain(name: name)) }
+            for name in deferred[t.id] ?? [] { d.chains.append(name, NftDigest.chain(NftChain(name: name))) }
             saved.tables[t.id] = .some(d)
             let before = lastLoaded?.elements[t.id] ?? [:], made = encoded[t.id] ?? [:]
             let sets = t.sets.filter { !$0.elements.isEmpty }

@@ -1,4 +1,11 @@
 import NftModel
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Parallel
 
 /// Stable 64-bit digests of chains, sets and table headers over a canonical, length-prefixed
@@ -187,13 +194,126 @@ public struct NftDigest: Sendable {
     }
 }
 
+/// The digest of every chain of a table, in one byte buffer (per chain: the digest, 8 bytes
+/// little-endian, the name's length, 2 bytes, and the name): written to and read from the state
+/// file as is, and compared with the desired chains through a table keyed by a hash of the
+/// name, so that 100,000 chains cost no String and no String hashing.
+public struct NftChainDigests: Sendable, Equatable {
+    public private(set) var bytes: [UInt8] = []
+    public private(set) var count = 0
+
+    public init() {}
+
+    public init(names: [String], digests: [UInt64]) {
+        bytes.reserveCapacity(names.count * 64)
+        for (n, d) in zip(names, digests) { append(n, d) }
+    }
+
+    /// Takes an encoded buffer; nil if it is not one.
+    public init?(bytes: [UInt8]) {
+        var n = 0, i = 0
+        while i < bytes.count {
+            guard i + 10 <= bytes.count else { return nil }
+            let len = Int(bytes[i + 8]) | Int(bytes[i + 9]) << 8
+            guard i + 10 + len <= bytes.count else { return nil }
+            i += 10 + len
+            n += 1
+        }
+        self.bytes = bytes
+        count = n
+    }
+
+    public mutating func append(_ name: String, _ digest: UInt64) {
+        withUnsafeBytes(of: digest.littleEndian) { bytes.append(contentsOf: $0) }
+        var name = name
+        name.withUTF8 { u in
+            let n = min(u.count, 0xffff)
+            bytes.append(UInt8(n & 0xff)); bytes.append(UInt8(n >> 8))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[0..<n]))
+        }
+        count += 1
+    }
+
+    /// Every entry: where it starts, the digest and the name's bytes.
+    func forEach(_ body: (_ offset: Int, _ digest: UInt64, _ name: UnsafeRawBufferPointer) -> Void) {
+        bytes.withUnsafeBytes { b in
+            var i = 0
+            while i + 10 <= b.count {
+                let d = UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                let len = Int(b[i + 8]) | Int(b[i + 9]) << 8
+                body(i, d, UnsafeRawBufferPointer(rebasing: b[(i + 10)..<(i + 10 + len)]))
+                i += 10 + len
+            }
+        }
+    }
+
+    /// Name → digest (tests, listings).
+    public var dictionary: [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        forEach { _, d, name in out[String(decoding: name, as: UTF8.self)] = d }
+        return out
+    }
+
+    /// A 64-bit hash of a name's bytes (the lookup key; entries are confirmed by comparing bytes).
+    static func nameHash(_ b: UnsafeRawBufferPointer) -> UInt64 {
+        var d = NftDigest()
+        d.raw(b)
+        return d.value
+    }
+
+    static func nameHash(_ s: String) -> UInt64 {
+        var s = s
+        return s.withUTF8 { nameHash(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Compares with the desired chains (`names`, `digests` aligned): which desired chains are
+    /// unchanged (same name and digest), and the names of the saved chains that differ or are
+    /// no longer desired, with the indices of the desired ones among them. Desired chains that
+    /// are new are neither.
+    public func compare(names: [String], digests: [UInt64]) -> (unchanged: [Bool], changed: Set<String>, changedDesired: [Int]) {
+        var index: [UInt64: (offset: Int, digest: UInt64, entry: Int)] = [:]
+        index.reserveCapacity(count)
+        var entry = 0
+        forEach { offset, d, name in
+            index[Self.nameHash(name)] = (offset, d, entry)
+            entry += 1
+        }
+        var seen = [Bool](repeating: false, count: count)
+        var unchanged = [Bool](repeating: false, count: names.count)
+        var changed = Set<String>()
+        var changedDesired: [Int] = []
+        bytes.withUnsafeBytes { b in
+            for i in names.indices {
+                var name = names[i]
+                let found: (offset: Int, digest: UInt64, entry: Int)? = name.withUTF8 { u in
+                    guard let e = index[Self.nameHash(UnsafeRawBufferPointer(u))] else { return nil }
+                    let len = Int(b[e.offset + 8]) | Int(b[e.offset + 9]) << 8
+                    guard len == u.count, memcmp(b.baseAddress! + e.offset + 10, u.baseAddress!, len) == 0 else { return nil }
+                    return e
+                }
+                guard let e = found else { continue }
+                seen[e.entry] = true
+                if e.digest == digests[i] { unchanged[i] = true } else { changed.insert(name); changedDesired.append(i) }
+            }
+        }
+        entry = 0
+        forEach { _, _, name in
+            if !seen[entry] { changed.insert(String(decoding: name, as: UTF8.self)) }
+            entry += 1
+        }
+        return (unchanged, changed, changedDesired)
+    }
+}
+
 /// The digests of one table: what `apply` committed, saved for the next run.
 public struct NftTableDigests: Sendable, Equatable {
     public var header: UInt64
-    public var chains: [String: UInt64]
+    public var chains: NftChainDigests
     public var sets: [String: UInt64]
+    /// The desired table's chain digests, in its chain order (not saved).
+    public var chainOrder: [UInt64] = []
 
-    public init(header: UInt64, chains: [String: UInt64] = [:], sets: [String: UInt64] = [:]) {
+    public init(header: UInt64, chains: NftChainDigests = NftChainDigests(), sets: [String: UInt64] = [:]) {
         self.header = header
         self.chains = chains
         self.sets = sets
@@ -201,9 +321,13 @@ public struct NftTableDigests: Sendable, Equatable {
 
     public init(_ t: NftTable) {
         header = NftDigest.header(t)
-        let c = Parallel.map(count: t.chains.count, minimumPerTask: 1024) { NftDigest.chain(t.chains[$0]) }
+        chainOrder = Parallel.map(count: t.chains.count, minimumPerTask: 1024) { NftDigest.chain(t.chains[$0]) }
         let s = Parallel.map(count: t.sets.count, minimumPerTask: 64) { NftDigest.set(t.sets[$0]) }
-        chains = Dictionary(zip(t.chains.map(\.name), c), uniquingKeysWith: { a, _ in a })
+        chains = NftChainDigests(names: t.chains.map(\.name), digests: chainOrder)
         sets = Dictionary(zip(t.sets.map(\.name), s), uniquingKeysWith: { a, _ in a })
+    }
+
+    public static func == (a: NftTableDigests, b: NftTableDigests) -> Bool {
+        a.header == b.header && a.chains == b.chains && a.sets == b.sets
     }
 }

@@ -491,6 +491,18 @@ final class SavedStateTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: file.path))
     }
 
+    func testChainDigestListComparesByNameWithoutOrder() {
+        let saved = NftChainDigests(names: ["a", "b", "c", "gone"], digests: [1, 2, 3, 4])
+        XCTAssertEqual(NftChainDigests(bytes: saved.bytes), saved)
+        XCTAssertNil(NftChainDigests(bytes: saved.bytes.dropLast()), "truncated")
+        XCTAssertEqual(saved.dictionary, ["a": 1, "b": 2, "c": 3, "gone": 4])
+        // Desired in another order: c unchanged, a changed, b unchanged, new is new, gone is gone.
+        let r = saved.compare(names: ["c", "a", "new", "b"], digests: [3, 9, 5, 2])
+        XCTAssertEqual(r.unchanged, [true, false, false, true])
+        XCTAssertEqual(r.changed, ["a", "gone"])
+        XCTAssertEqual(r.changedDesired, [1])
+    }
+
     func testDigestsAreStableAndSensitive() {
         let t = NftRuleset.example().tables[0]
         XCTAssertEqual(NftTableDigests(t), NftTableDigests(t))
