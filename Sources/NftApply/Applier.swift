@@ -135,6 +135,9 @@ public final class NftApplier {
     /// Reads the current state of the desired tables (consistent with `generation`): from the
     /// kernel, or from what this applier committed if the generation is unchanged since.
     public func read(_ desired: NftRuleset) throws -> (generation: UInt32, tables: [NftTableID: NftTable]) {
+        desiredDigests = nil
+        encoded = [:]
+        defer { desiredDigests = nil; encoded = [:] }
         let state = try readState(desired)
         guard !state.equalChains.isEmpty else { return (state.generation, state.tables) }
         // Put the desired chains back in for the ones known to be equal.
@@ -202,13 +205,15 @@ public final class NftApplier {
         for t in desired.tables {
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
-            let (unchanged, needChains, changedDesired) = was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder)
+            guard let (unchanged, needChains, changedDesired) = was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder)
+            else { return nil }
             var needSets = Set(was.sets.filter { w.sets[$0.key] != $0.value }.keys)
             // A changed set whose committed elements were saved (same definition) is rebuilt
             // from them: records equal to the desired set's (its encoding, kept for saving)
             // at the start and the end stand for themselves; only the rest is decoded.
             var rebuilt: [NftSet] = []
-            for s in t.sets where needSets.contains(s.name) {
+            // Not dynamic sets: the packet path changes them without a new generation.
+            for s in t.sets where needSets.contains(s.name) && !s.flags.contains(.dynamic) {
                 guard let digest = was.sets[s.name], let old = saved.elements[t.id]?[s.name], old.setDigest == digest,
                       let newDigest = w.sets[s.name] else { continue }
                 let new = NftSavedElements(s, digest: newDigest)

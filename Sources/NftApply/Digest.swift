@@ -269,15 +269,18 @@ public struct NftChainDigests: Sendable, Equatable {
     /// Compares with the desired chains (`names`, `digests` aligned): which desired chains are
     /// unchanged (same name and digest), and the names of the saved chains that differ or are
     /// no longer desired, with the indices of the desired ones among them. Desired chains that
-    /// are new are neither.
-    public func compare(names: [String], digests: [UInt64]) -> (unchanged: [Bool], changed: Set<String>, changedDesired: [Int]) {
+    /// are new are neither. nil when the list cannot be trusted (a name listed twice, or two
+    /// names with the same hash) or `digests` does not match `names`.
+    public func compare(names: [String], digests: [UInt64]) -> (unchanged: [Bool], changed: Set<String>, changedDesired: [Int])? {
+        guard names.count == digests.count else { return nil }
         var index: [UInt64: (offset: Int, digest: UInt64, entry: Int)] = [:]
         index.reserveCapacity(count)
-        var entry = 0
+        var entry = 0, clash = false
         forEach { offset, d, name in
-            index[Self.nameHash(name)] = (offset, d, entry)
+            if index.updateValue((offset, d, entry), forKey: Self.nameHash(name)) != nil { clash = true }
             entry += 1
         }
+        guard !clash else { return nil }
         var seen = [Bool](repeating: false, count: count)
         var unchanged = [Bool](repeating: false, count: names.count)
         var changed = Set<String>()

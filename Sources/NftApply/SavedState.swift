@@ -76,6 +76,7 @@ public final class NftNoStateStore: NftStateStore {
 ///     set <digest> <name>
 ///     elements <set digest> <definition digest> <length> <name>
 ///                                                followed by <length> bytes (`NftElementCodec`) and a newline
+///     end <digest of every byte before this line>
 ///
 /// Written to a temporary file and renamed, so a reader sees the old or the new state.
 public final class NftStateFile: NftStateStore {
@@ -119,6 +120,12 @@ public final class NftStateFile: NftStateStore {
         return "\(boot)/netns-\(st.st_dev)-\(st.st_ino)"
     }
 
+    static func fileDigest(_ b: UnsafeRawBufferPointer) -> UInt64 {
+        var d = NftDigest()
+        d.raw(b)
+        return d.value
+    }
+
     /// mkdir -p.
     static func makeDirectories(_ path: String) {
         var prefix = ""
@@ -142,7 +149,15 @@ public final class NftStateFile: NftStateStore {
     }
 
     /// Parses the file's bytes (tens of thousands of lines: no per-line String splitting).
-    static func parse(_ b: UnsafeBufferPointer<UInt8>) -> NftSavedState? {
+    static func parse(_ whole: UnsafeBufferPointer<UInt8>) -> NftSavedState? {
+        // The last line vouches for every byte before it: a cut or damaged file is no state.
+        guard whole.count > 6, whole[whole.count - 1] == 10 else { return nil }
+        var endLine = whole.count - 2
+        while endLine > 0 && whole[endLine - 1] != 10 { endLine -= 1 }
+        let last = String(decoding: UnsafeBufferPointer(rebasing: whole[endLine..<(whole.count - 1)]), as: UTF8.self)
+        guard last.hasPrefix("end "), let sum = UInt64(last.dropFirst(4), radix: 16),
+              sum == fileDigest(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: whole[0..<endLine]))) else { return nil }
+        let b = UnsafeBufferPointer(rebasing: whole[0..<endLine])
         var pos = 0
         /// The next line (without its newline), or nil at the end.
         func line() -> Range<Int>? {
@@ -245,6 +260,7 @@ public final class NftStateFile: NftStateStore {
                 out.append(10)
             }
         }
+        out.withUnsafeBytes { put("end \(String(Self.fileDigest($0), radix: 16))\n") }
         Self.makeDirectories(directory)
         let tmp = path + ".tmp.\(getpid())"
         guard let f = fopen(tmp, "w") else { return }

@@ -485,6 +485,16 @@ final class SavedStateTests: XCTestCase {
         file.save(state)
         XCTAssertEqual(file.load(), state)
         XCTAssertTrue(file.path.hasPrefix(dir + "/nested/nftables-netns-"), file.path)
+        // A file that lost a line (or any byte) is no state: the last line vouches for the rest.
+        let saved = try Data(contentsOf: URL(fileURLWithPath: file.path))
+        var lines = saved.split(separator: 10, omittingEmptySubsequences: false)
+        lines.remove(at: 4)
+        try Data(lines.joined(separator: [10])).write(to: URL(fileURLWithPath: file.path))
+        XCTAssertNil(file.load(), "a line missing")
+        var flipped = saved
+        flipped[flipped.count / 2] ^= 1
+        try flipped.write(to: URL(fileURLWithPath: file.path))
+        XCTAssertNil(file.load(), "a byte changed")
         try Data("kuberules-nft-state 1\nscope x\ngeneration 1\nchain zz nope\n".utf8).write(to: URL(fileURLWithPath: file.path))
         XCTAssertNil(file.load(), "a damaged file is no state")
         file.save(nil)
@@ -498,9 +508,12 @@ final class SavedStateTests: XCTestCase {
         XCTAssertEqual(saved.dictionary, ["a": 1, "b": 2, "c": 3, "gone": 4])
         // Desired in another order: c unchanged, a changed, b unchanged, new is new, gone is gone.
         let r = saved.compare(names: ["c", "a", "new", "b"], digests: [3, 9, 5, 2])
-        XCTAssertEqual(r.unchanged, [true, false, false, true])
-        XCTAssertEqual(r.changed, ["a", "gone"])
-        XCTAssertEqual(r.changedDesired, [1])
+        XCTAssertEqual(r?.unchanged, [true, false, false, true])
+        XCTAssertEqual(r?.changed, ["a", "gone"])
+        XCTAssertEqual(r?.changedDesired, [1])
+        XCTAssertNil(NftChainDigests(names: ["a", "a"], digests: [1, 2]).compare(names: ["a"], digests: [1]),
+                     "a name listed twice: the list is not trusted")
+        XCTAssertNil(saved.compare(names: ["a"], digests: []))
     }
 
     func testDigestsAreStableAndSensitive() {
