@@ -294,13 +294,13 @@ public final class NftApplier {
 
     /// Saves the digests of what the kernel holds now (`tables`, as of `generation`), and the
     /// elements of its sets (re-encoded only for sets whose digest changed since the last load).
-    private func save(_ generation: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable], deferred: [NftTableID: [String]] = [:]) {
+    private func save(_ generation: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable], deferred: [NftTableID: [NftChain]] = [:]) {
         guard !(stateStore is NftNoStateStore) else { return }
         let want = digests(desired)
         var saved = NftSavedState(scope: stateStore.scope, generation: generation, tables: [:])
         for t in desired.tables {
             guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
-            for name in deferred[t.id] ?? [] { d.chains.append(name, NftDigest.chain(NftChain(name: name))) }
+            for c in deferred[t.id] ?? [] { d.chains.append(c.name, NftDigest.chain(c)) }
             saved.tables[t.id] = .some(d)
             let before = lastLoaded?.elements[t.id] ?? [:], made = encoded[t.id] ?? [:]
             let sets = t.sets.filter { !$0.elements.isEmpty }
@@ -385,14 +385,21 @@ public final class NftApplier {
                 known = nil
                 if try kernel.generation() == state.generation &+ 1 {
                     var tables: [NftTableID: NftTable] = [:]
+                    var kept: [NftTableID: [NftChain]] = [:]
                     for t in desired.tables {
                         var t = t
-                        // Chains kept for deletion on the next apply are still in the kernel (empty).
-                        for name in plan.deferredByTable[t.id] ?? [] { t.chains.append(NftChain(name: name)) }
+                        // Chains kept for deletion on the next apply are still in the kernel,
+                        // flushed, with their old definition.
+                        for name in plan.deferredByTable[t.id] ?? [] {
+                            var c = state.tables[t.id]?.chains.first { $0.name == name } ?? NftChain(name: name)
+                            c.rules = []
+                            t.chains.append(c)
+                            kept[t.id, default: []].append(c)
+                        }
                         tables[t.id] = t
                     }
                     remember(state.generation &+ 1, desired, tables)
-                    timed("save") { save(state.generation &+ 1, desired, tables, deferred: plan.deferredByTable) }
+                    timed("save") { save(state.generation &+ 1, desired, tables, deferred: kept) }
                 }
                 report.messages = stats.messages
                 report.bytes = stats.bytes

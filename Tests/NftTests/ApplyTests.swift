@@ -422,6 +422,30 @@ final class SavedStateTests: XCTestCase {
         assertSame(k.dump(), desired)
     }
 
+    func testADeferredChainIsSavedWithItsOldDefinition() throws {
+        // Kernels before 6.2 keep a chain that lost its last map reference until the next apply;
+        // the saved state must describe it as the kernel holds it (flushed, old comment).
+        let k = FakeNftKernel()
+        let store = MemoryStateStore()
+        func old() -> NftApplier {
+            let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 1))
+            a.stateStore = store
+            return a
+        }
+        var desired = NftRuleset.example()
+        try old().apply(desired)
+        desired.tables[0].chains.removeAll { $0.name == "service-x" }
+        for i in desired.tables[0].sets.indices {
+            desired.tables[0].sets[i].elements.removeAll { $0.data == .verdict(.goto("service-x")) }
+        }
+        XCTAssertEqual(try old().apply(desired).deferredChainDeletes, ["service-x"])
+        // The chain comes back, plain: it differs from the kept one (which has a comment).
+        desired.tables[0].chains.append(NftChain(name: "service-x"))
+        let r = try old().apply(desired)
+        XCTAssertEqual(r.read, .savedState(chains: 1, sets: 0))
+        assertSame(k.dump(), desired)
+    }
+
     func testDamagedSavedElementsAreReadFromTheKernel() throws {
         let k = FakeNftKernel()
         let store = MemoryStateStore()
