@@ -45,6 +45,13 @@ public struct NftDigest: Sendable {
         }
     }
 
+    /// The digest of a run of bytes (names, the state file).
+    static func of(_ b: UnsafeRawBufferPointer) -> UInt64 {
+        var d = NftDigest()
+        d.raw(b)
+        return d.value
+    }
+
     mutating func bytes(_ b: [UInt8]) {
         b.withUnsafeBytes { raw($0) }
     }
@@ -255,16 +262,7 @@ public struct NftChainDigests: Sendable, Equatable {
     }
 
     /// A 64-bit hash of a name's bytes (the lookup key; entries are confirmed by comparing bytes).
-    static func nameHash(_ b: UnsafeRawBufferPointer) -> UInt64 {
-        var d = NftDigest()
-        d.raw(b)
-        return d.value
-    }
-
-    static func nameHash(_ s: String) -> UInt64 {
-        var s = s
-        return s.withUTF8 { nameHash(UnsafeRawBufferPointer($0)) }
-    }
+    static func nameHash(_ b: UnsafeRawBufferPointer) -> UInt64 { NftDigest.of(b) }
 
     /// Compares with the desired chains (`names`, `digests` aligned): which desired chains are
     /// unchanged (same name and digest), and the names of the saved chains that differ or are

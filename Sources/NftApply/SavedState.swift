@@ -120,12 +120,6 @@ public final class NftStateFile: NftStateStore {
         return "\(boot)/netns-\(st.st_dev)-\(st.st_ino)"
     }
 
-    static func fileDigest(_ b: UnsafeRawBufferPointer) -> UInt64 {
-        var d = NftDigest()
-        d.raw(b)
-        return d.value
-    }
-
     /// mkdir -p.
     static func makeDirectories(_ path: String) {
         var prefix = ""
@@ -156,7 +150,7 @@ public final class NftStateFile: NftStateStore {
         while endLine > 0 && whole[endLine - 1] != 10 { endLine -= 1 }
         let last = String(decoding: UnsafeBufferPointer(rebasing: whole[endLine..<(whole.count - 1)]), as: UTF8.self)
         guard last.hasPrefix("end "), let sum = UInt64(last.dropFirst(4), radix: 16),
-              sum == fileDigest(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: whole[0..<endLine]))) else { return nil }
+              sum == NftDigest.of(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: whole[0..<endLine]))) else { return nil }
         let b = UnsafeBufferPointer(rebasing: whole[0..<endLine])
         var pos = 0
         /// The next line (without its newline), or nil at the end.
@@ -260,7 +254,7 @@ public final class NftStateFile: NftStateStore {
                 out.append(10)
             }
         }
-        out.withUnsafeBytes { put("end \(String(Self.fileDigest($0), radix: 16))\n") }
+        out.withUnsafeBytes { put("end \(String(NftDigest.of($0), radix: 16))\n") }
         Self.makeDirectories(directory)
         let tmp = path + ".tmp.\(getpid())"
         guard let f = fopen(tmp, "w") else { return }
