@@ -50,7 +50,7 @@ struct FieldReader {
         }
     }
 
-    mutating func map(_ n: KNode?, _ path: @autoclosure () -> String) -> [String: KNode]? {
+    mutating func map(_ n: KNode?, _ path: @autoclosure () -> String) -> KMap? {
         guard let n else { return nil }
         switch n.value {
         case .map(let m): return m

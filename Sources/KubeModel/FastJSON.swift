@@ -36,7 +36,7 @@ enum FastJSON {
             switch bytes[pos] {
             case UInt8(ascii: "{"):
                 pos += 1
-                var map = [String: KNode]()
+                var map = KMap()
                 skipSpace()
                 if pos < bytes.count && bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(map), line: start) }
                 while true {
@@ -46,7 +46,7 @@ enum FastJSON {
                     guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { return nil }
                     pos += 1
                     skipSpace()
-                    guard let v = value(depth: depth + 1), map.updateValue(v, forKey: key) == nil else { return nil }
+                    guard let v = value(depth: depth + 1), map.insert(key, v) else { return nil }
                     skipSpace()
                     guard pos < bytes.count else { return nil }
                     if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }

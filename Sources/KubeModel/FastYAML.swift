@@ -23,7 +23,7 @@ enum FastYAML {
             yaml_parser_set_input_string(&parser, buf.baseAddress, buf.count)
             var docs = [KNode]()
             var stack = [Frame]()
-            var maps = [[String: KNode]]()
+            var maps = [KMap]()
             var lists = [[KNode]]()
             var root: KNode?
             var event = yaml_event_t()
@@ -33,7 +33,7 @@ enum FastYAML {
                 guard let top = stack.last else { root = node; return true }
                 if top.isMap {
                     // A non-scalar or duplicated key: let the Yams path report it.
-                    guard let key = top.key, maps[maps.count - 1].updateValue(node, forKey: key) == nil else { return false }
+                    guard let key = top.key, maps[maps.count - 1].insert(key, node) else { return false }
                     stack[stack.count - 1].key = nil
                 } else {
                     lists[lists.count - 1].append(node)
@@ -73,7 +73,7 @@ enum FastYAML {
                     if explicitTag || stack.count > 200 { return nil }
                     if let top = stack.last, top.isMap, top.key == nil { return nil }  // a collection as a key
                     stack.append(Frame(isMap: isMap, key: nil, line: line))
-                    if isMap { maps.append([:]) } else { lists.append([]) }
+                    if isMap { maps.append(KMap()) } else { lists.append([]) }
                 case YAML_SEQUENCE_END_EVENT:
                     guard let top = stack.popLast(), !top.isMap, let l = lists.popLast() else { return nil }
                     guard add(KNode(.list(l), line: top.line)) else { return nil }

@@ -3,7 +3,7 @@ import Yams
 /// A parsed manifest value, independent of YAML or JSON, with the line it started on.
 public struct KNode: Sendable, Equatable {
     public enum Value: Sendable, Equatable {
-        case map([String: KNode])
+        case map(KMap)
         case list([KNode])
         case string(String)
         case int(Int)
@@ -37,6 +37,74 @@ public struct KNode: Sendable, Equatable {
     }
 }
 
+/// The fields of a manifest object, in document order. Objects in manifests are small and the
+/// decoder asks each for a few known keys, so a linear search beats hashing every key of every
+/// object (a hash table per object was a third of loading 10,000 services). Objects with many
+/// fields (large label maps) get a name index once they pass `indexThreshold` fields.
+public struct KMap: Sendable, Equatable, Sequence {
+    public typealias Element = (key: String, value: KNode)
+    public private(set) var entries: [Element] = []
+    private var index: [String: Int]?
+    static let indexThreshold = 16
+
+    public init() {}
+    public init(minimumCapacity: Int) { entries.reserveCapacity(minimumCapacity) }
+    public init(_ pairs: [(String, KNode)]) {
+        for (k, v) in pairs { set(k, v) }
+    }
+
+    public var count: Int { entries.count }
+    public var isEmpty: Bool { entries.isEmpty }
+    public var keys: [String] { entries.map(\.key) }
+
+    private func position(of key: String) -> Int? {
+        if let index { return index[key] }
+        for i in entries.indices where entries[i].key == key { return i }
+        return nil
+    }
+
+    public subscript(key: String) -> KNode? {
+        guard let i = position(of: key) else { return nil }
+        return entries[i].value
+    }
+
+    /// Adds a field; false (and no change) when the key is already present.
+    @discardableResult
+    public mutating func insert(_ key: String, _ value: KNode) -> Bool {
+        if position(of: key) != nil { return false }
+        append(key, value)
+        return true
+    }
+
+    /// Sets a field, replacing an earlier value of the same key in place.
+    public mutating func set(_ key: String, _ value: KNode) {
+        if let i = position(of: key) { entries[i].value = value } else { append(key, value) }
+    }
+
+    private mutating func append(_ key: String, _ value: KNode) {
+        if index != nil {
+            index![key] = entries.count
+        } else if entries.count == Self.indexThreshold {
+            var ix = [String: Int](minimumCapacity: entries.count * 2)
+            for (i, e) in entries.enumerated() { ix[e.key] = i }
+            ix[key] = entries.count
+            index = ix
+        }
+        entries.append((key, value))
+    }
+
+    public func makeIterator() -> IndexingIterator<[Element]> { entries.makeIterator() }
+
+    /// Equal when they hold the same keys with equal values, in any order (as for a dictionary).
+    public static func == (a: KMap, b: KMap) -> Bool {
+        guard a.count == b.count else { return false }
+        for (k, v) in a.entries {
+            guard let w = b[k], w == v else { return false }
+        }
+        return true
+    }
+}
+
 /// Converts Yams nodes into KNode trees, resolving plain scalars the way YAML 1.1 does.
 enum YamlConversion {
     static func convert(_ node: Node, depth: Int = 0) throws -> KNode {
@@ -46,14 +114,14 @@ enum YamlConversion {
         case .scalar(let s):
             return KNode(scalarValue(s), line: line)
         case .mapping(let m):
-            var dict = [String: KNode](minimumCapacity: m.count)
+            var dict = KMap(minimumCapacity: m.count)
             for (k, v) in m {
                 let key: String
                 switch k {
                 case .scalar(let ks): key = ks.string
                 default: throw ConversionError.nonScalarKey(line: k.mark?.line ?? line)
                 }
-                dict[key] = try convert(v, depth: depth + 1)
+                dict.set(key, try convert(v, depth: depth + 1))
             }
             return KNode(.map(dict), line: line)
         case .sequence(let seq):

@@ -52,4 +52,26 @@ final class FastJSONTests: XCTestCase {
         XCTAssertEqual(cluster.services.count, 300)
         XCTAssertEqual(cluster.services.map(\.ref.name), (0..<300).map { "s\($0)" })
     }
+
+    func testObjectsKeepTheirFieldsWithAndWithoutTheNameIndex() {
+        // Past KMap.indexThreshold fields an object is indexed by name; lookups, duplicate
+        // detection and order-insensitive equality must not change.
+        for n in [3, KMap.indexThreshold, KMap.indexThreshold + 1, 200] {
+            let fields = (0..<n).map { #""k\#($0)": \#($0)"# }
+            let doc = "{" + fields.joined(separator: ", ") + "}"
+            let node = viaJSON(doc)
+            XCTAssertNotNil(node, "\(n) fields")
+            for i in [0, n / 2, n - 1] { XCTAssertEqual(node?["k\(i)"]?.value, .int(i), "\(n) fields") }
+            XCTAssertNil(node?["k\(n)"])
+            XCTAssertNil(viaJSON("{" + (fields + [#""k0": 1"#]).joined(separator: ", ") + "}"), "duplicate key, \(n) fields")
+            XCTAssertEqual(viaJSON("{" + fields.reversed().joined(separator: ", ") + "}"), node, "order, \(n) fields")
+        }
+        var m = KMap()
+        XCTAssertTrue(m.insert("a", KNode(.int(1))))
+        XCTAssertFalse(m.insert("a", KNode(.int(2))))
+        m.set("a", KNode(.int(3)))
+        XCTAssertEqual(m["a"]?.value, .int(3))
+        XCTAssertEqual(m.count, 1)
+        XCTAssertNotEqual(KMap([("a", KNode(.int(1)))]), KMap([("a", KNode(.int(1))), ("b", KNode(.null))]))
+    }
 }
