@@ -48,7 +48,7 @@ public enum NftBackend {
         var serviceIPs = [NftElement](), nodePorts = [NftElement]()
         var noEndpointServices = [NftElement](), noEndpointNodePorts = [NftElement]()
         var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
-        var clusterIPs = Set<IPAddress>(), hairpin = Set<IPAddress>()
+        var clusterIPs = Set<IPAddress>(), hairpin = [IPAddress]()
         var serviceChains = [NftChain]()
         var maps = [NftSet]()
 
@@ -178,7 +178,7 @@ public enum NftBackend {
             noEndpointServices += pc.noEndpointServices; noEndpointNodePorts += pc.noEndpointNodePorts
             firewallIPs += pc.firewallIPs; firewallAllow += pc.firewallAllow
             if let ip = pc.clusterIP { clusterIPs.insert(ip) }
-            hairpin.formUnion(pc.hairpin)
+            hairpin += pc.hairpin
             serviceChains += pc.serviceChains; maps += pc.maps
         }
 
@@ -196,7 +196,7 @@ public enum NftBackend {
         t.add(NftSet.set("cluster-ips", .types([addr]), comment: "active ClusterIPs", elements: clusterIPs.sorted().map { .element(value($0)) }))
         t.add(NftSet.set("firewall-ips", .types([addr, .inetProto, .inetService]), comment: "LoadBalancer IPs with source ranges", elements: firewallIPs))
         t.add(NftSet.set("firewall-allow", .types([addr, .inetProto, .inetService, addr]), flags: .interval, comment: "allowed sources per LoadBalancer IP", elements: firewallAllow))
-        t.add(NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: hairpin.sorted().map { .element(value($0), value($0)) }))
+        t.add(NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: sortedUnique(hairpin).map { .element(value($0), value($0)) }))
         var nodePortMatch: NftStatement
         switch plan.nodePorts {
         case .all:
@@ -274,6 +274,14 @@ public enum NftBackend {
             kept.append(c)
         }
         return kept.sorted { $0.address < $1.address }
+    }
+
+    /// Sorted without duplicates (100,000 endpoint addresses: a sort beats a hash set here).
+    static func sortedUnique(_ ips: [IPAddress]) -> [IPAddress] {
+        var out = [IPAddress]()
+        out.reserveCapacity(ips.count)
+        for ip in ips.sorted() where out.last != ip { out.append(ip) }
+        return out
     }
 
     static func unique(_ elements: [NftElement]) -> [NftElement] {

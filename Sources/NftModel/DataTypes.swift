@@ -501,7 +501,8 @@ public enum NftFormat {
 
     /// Double-quoted nft string.
     public static func quoted(_ s: String) -> String {
-        "\"" + s.replacingAll("\"", with: "\\\"") + "\""
+        if !s.utf8.contains(UInt8(ascii: "\"")) { return "\"" + s + "\"" }
+        return "\"" + s.replacingAll("\"", with: "\\\"") + "\""
     }
 
     /// Durations as nft prints them: 3h, 1d2h, 10s, 250ms.

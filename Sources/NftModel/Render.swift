@@ -6,15 +6,17 @@ import Parallel
 public enum NftText {
     /// A chain/set/table name as nft accepts it: bare when it is an identifier, quoted otherwise.
     public static func name(_ s: String) -> String {
-        guard let first = s.unicodeScalars.first, first.properties.isAlphabetic || first == "_" else {
+        // An ASCII letter or _ first, then letters, digits, / - _ . (checked on bytes).
+        var first = true
+        for c in s.utf8 {
+            let letter = (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95
+            if first ? letter : (letter || (c >= 48 && c <= 57) || c == 47 || c == 45 || c == 46) {
+                first = false
+                continue
+            }
             return NftFormat.quoted(s)
         }
-        for c in s.unicodeScalars {
-            let ok = (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9")
-                || c == "/" || c == "-" || c == "_" || c == "."
-            if !ok { return NftFormat.quoted(s) }
-        }
-        return s
+        return s.isEmpty ? NftFormat.quoted(s) : s
     }
 }
 
@@ -44,86 +46,169 @@ extension NftRuleset {
     }
 
     private func renderInternal(strict: Bool) throws -> String {
-        var out = ""
-        out.reserveCapacity(4096)
+        var out = NftTextBytes()
         for t in sortedTables {
             try t.render(into: &out, strict: strict)
         }
-        return out
+        return out.string
+    }
+}
+
+/// Text as UTF-8 bytes. Rendering appends many small pieces per rule; appending them to one
+/// byte array avoids building a String per piece (that was most of the time of `render`).
+public struct NftTextBytes {
+    public var bytes: [UInt8] = []
+
+    public init() {}
+
+    public var string: String { String(decoding: bytes, as: UTF8.self) }
+    public var count: Int { bytes.count }
+
+    @inline(__always) public mutating func put(_ s: StaticString) {
+        s.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+    @inline(__always) public mutating func put(_ s: String) { bytes.append(contentsOf: s.utf8) }
+    @inline(__always) public mutating func byte(_ b: UInt8) { bytes.append(b) }
+    public mutating func put(_ other: NftTextBytes) { bytes.append(contentsOf: other.bytes) }
+
+    public mutating func decimal<T: BinaryInteger>(_ v: T) {
+        var n = UInt64(v)
+        if n < 10 { bytes.append(0x30 + UInt8(n)); return }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var k = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            while n > 0 { d[k] = 0x30 + UInt8(n % 10); n /= 10; k += 1 }
+            while k > 0 { k -= 1; bytes.append(d[k]) }
+        }
+    }
+
+    public mutating func ipv4(_ b: [UInt8]) {
+        for i in 0..<min(4, b.count) {
+            if i > 0 { bytes.append(UInt8(ascii: ".")) }
+            let v = b[i]
+            if v >= 100 { bytes.append(0x30 + v / 100) }
+            if v >= 10 { bytes.append(0x30 + v / 10 % 10) }
+            bytes.append(0x30 + v % 10)
+        }
+    }
+
+    /// A double-quoted nft string.
+    public mutating func quoted(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for c in s.utf8 {
+            if c == UInt8(ascii: "\"") { bytes.append(UInt8(ascii: "\\")) }
+            bytes.append(c)
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// A value of `type`, as `NftFormat.value` writes it (the common types without a String).
+    public mutating func value(_ b: [UInt8], type: NftDataType) {
+        switch type {
+        case .ipv4Addr: ipv4(b)
+        case .inetService: decimal(UInt16(b.first ?? 0) << 8 | UInt16(b.count > 1 ? b[1] : 0))
+        case .inetProto: put(NftL4Proto(number: b.first ?? 0).name)
+        case .integer: decimal(NftValue.hostUInt32(b))
+        default: put(NftFormat.value(b, type: type))
+        }
     }
 }
 
 extension NftTable {
-    func render(into out: inout String, strict: Bool) throws {
+    func render(into out: inout NftTextBytes, strict: Bool) throws {
         let fam = family.rawValue
         let tname = NftText.name(name)
-        out += "table \(fam) \(tname) {\n"
-        if let comment { out += "\tcomment \(NftFormat.quoted(comment))\n" }
+        out.put("table \(fam) \(tname) {\n")
+        if let comment { out.put("\tcomment \(NftFormat.quoted(comment))\n") }
         let sets = sortedSets
-        let chains = sortedChains
+        // Chains in name order, as indices: sorting a copy of 35,000 chains retained each one.
+        let chainOrder = chains.indices.sorted { chains[$0].name < chains[$1].name }
         for s in sets {
-            out += "\t\(s.isMap ? "map" : "set") \(NftText.name(s.name)) {\n"
-            out += "\t\t\(s.key.text)"
+            var h = "\t\(s.isMap ? "map" : "set") \(NftText.name(s.name)) {\n"
+            h += "\t\t\(s.key.text)"
             if let d = s.data {
                 switch d {
-                case .verdict: out += " : verdict"
-                case .values(let spec): out += " : " + spec.bareText
+                case .verdict: h += " : verdict"
+                case .values(let spec): h += " : " + spec.bareText
                 }
             }
-            out += "\n"
+            h += "\n"
             let words = s.flags.words
-            if !words.isEmpty { out += "\t\tflags \(words.joined(separator: ","))\n" }
-            if let t = s.timeoutMs { out += "\t\ttimeout \(NftFormat.duration(ms: t))\n" }
-            if let size = s.size { out += "\t\tsize \(size)\n" }
-            if let c = s.comment { out += "\t\tcomment \(NftFormat.quoted(c))\n" }
-            out += "\t}\n"
+            if !words.isEmpty { h += "\t\tflags \(words.joined(separator: ","))\n" }
+            if let t = s.timeoutMs { h += "\t\ttimeout \(NftFormat.duration(ms: t))\n" }
+            if let size = s.size { h += "\t\tsize \(size)\n" }
+            if let c = s.comment { h += "\t\tcomment \(NftFormat.quoted(c))\n" }
+            h += "\t}\n"
+            out.put(h)
         }
-        for c in chains {
-            out += "\tchain \(NftText.name(c.name)) {\n"
+        for k in chainOrder {
+            let c = chains[k]
+            out.put("\tchain ")
+            out.put(NftText.name(c.name))
+            out.put(" {\n")
             if let b = c.base {
-                out += "\t\ttype \(b.type.rawValue) hook \(b.hook.rawValue) priority \(b.priority); policy \(b.policy.rawValue);\n"
+                out.put("\t\ttype \(b.type.rawValue) hook \(b.hook.rawValue) priority \(b.priority); policy \(b.policy.rawValue);\n")
             }
-            if let cm = c.comment { out += "\t\tcomment \(NftFormat.quoted(cm))\n" }
-            out += "\t}\n"
+            if let cm = c.comment { out.put("\t\tcomment "); out.quoted(cm); out.put("\n") }
+            out.put("\t}\n")
         }
-        out += "}\n"
+        out.put("}\n")
         for s in sets where !s.elements.isEmpty {
             // Chunks keep lines (and nft's per-command work) bounded.
-            let sorted = s.elements.sorted { $0.key < $1.key }
+            // The backend adds them in order already; sort only when they are not.
+            var inOrder = true
+            for i in s.elements.indices.dropFirst() where !(s.elements[i - 1].key < s.elements[i].key) {
+                inOrder = false
+                break
+            }
+            let sorted = inOrder ? s.elements : s.elements.sorted { $0.key < $1.key }
+            let header = "add element \(fam) \(tname) \(NftText.name(s.name)) {\n"
+            let keyTypes = s.key.fieldTypes, dataTypes = s.data?.fieldTypes ?? []
             var i = 0
             while i < sorted.count {
                 let end = min(i + 1000, sorted.count)
-                out += "add element \(fam) \(tname) \(NftText.name(s.name)) {\n"
+                out.put(header)
                 for j in i..<end {
-                    out += "\t" + sorted[j].text(in: s) + (j + 1 < end ? ",\n" : "\n")
+                    out.byte(UInt8(ascii: "\t"))
+                    sorted[j].write(keyTypes: keyTypes, dataTypes: dataTypes, into: &out)
+                    out.put(j + 1 < end ? ",\n" : "\n")
                 }
-                out += "}\n"
+                out.put("}\n")
                 i = end
             }
         }
         let setsByName = Dictionary(sets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let withRules = chains.filter { !$0.rules.isEmpty }
+        let withRules = chainOrder.filter { !chains[$0].rules.isEmpty }
         if !withRules.isEmpty {
-            out += "table \(fam) \(tname) {\n"
+            out.put("table \(fam) \(tname) {\n")
             // Chains print independently: on every core, joined in order.
-            let texts = try Parallel.map(count: withRules.count, minimumPerTask: 256) { (k: Int) throws(NftModelError) -> String in
-                let c = withRules[k]
-                var out = "\tchain \(NftText.name(c.name)) {\n"
+            let texts = try Parallel.map(count: withRules.count, minimumPerTask: 256) { (k: Int) throws(NftModelError) -> NftTextBytes in
+                let c = chains[withRules[k]]
+                var d = Decompiler(family: family, sets: setsByName)
+                d.out.put("\tchain ")
+                d.out.put(NftText.name(c.name))
+                d.out.put(" {\n")
                 for (i, r) in c.rules.enumerated() {
+                    let lineStart = d.out.count
+                    d.out.put("\t\t")
                     do {
-                        out += "\t\t" + (try r.text(family: family, sets: setsByName)) + "\n"
+                        try r.write(using: &d)
+                        d.out.byte(UInt8(ascii: "\n"))
                     } catch {
                         let reason = (error as? NftDecompileError)?.reason ?? "\(error)"
                         let err = NftModelError.unrenderable(table: "\(fam) \(name)", chain: c.name, rule: i, reason: reason)
                         if strict { throw err }
-                        out += "\t\t# kuberules: \(err.description)\n"
+                        d.out.bytes.removeSubrange(lineStart...)
+                        d.out.put("\t\t# kuberules: \(err.description)\n")
                     }
                 }
-                out += "\t}\n"
-                return out
+                d.out.put("\t}\n")
+                return d.out
             }
-            for t in texts { out += t }
-            out += "}\n"
+            for t in texts { out.put(t) }
+            out.put("}\n")
         }
     }
 }
@@ -131,37 +216,51 @@ extension NftTable {
 extension NftElement {
     /// nft text of the element in `set` (key [timeout] [comment] [: data]).
     public func text(in set: NftSet) -> String {
-        let types = set.key.fieldTypes
-        var parts: [String] = []
-        parts.reserveCapacity(key.start.count)
+        var out = NftTextBytes()
+        write(keyTypes: set.key.fieldTypes, dataTypes: set.data?.fieldTypes ?? [], into: &out)
+        return out.string
+    }
+
+    func write(keyTypes types: [NftDataType], dataTypes dtypes: [NftDataType], into out: inout NftTextBytes) {
         for i in 0..<key.start.count {
+            if i > 0 { out.put(" . ") }
             let a = key.start[i]
             let ty = i < types.count ? types[i] : a.type
+            out.value(a.bytes, type: ty)
             if let end = key.end, i < end.count, end[i] != a {
                 let b = end[i]
                 if (ty == .ipv4Addr || ty == .ipv6Addr), let len = NftBits.prefixLength(start: a.bytes, end: b.bytes) {
-                    parts.append(NftFormat.value(a.bytes, type: ty) + "/\(len)")
+                    out.byte(UInt8(ascii: "/"))
+                    out.decimal(len)
                 } else {
-                    parts.append(NftFormat.value(a.bytes, type: ty) + "-" + NftFormat.value(b.bytes, type: ty))
+                    out.byte(UInt8(ascii: "-"))
+                    out.value(b.bytes, type: ty)
                 }
-            } else {
-                parts.append(NftFormat.value(a.bytes, type: ty))
             }
         }
-        var s = parts.joined(separator: " . ")
-        if let t = timeoutMs { s += " timeout \(NftFormat.duration(ms: t))" }
-        if let c = comment { s += " comment \(NftFormat.quoted(c))" }
+        if let t = timeoutMs { out.put(" timeout "); out.put(NftFormat.duration(ms: t)) }
+        if let c = comment { out.put(" comment "); out.quoted(c) }
         if let d = data {
+            out.put(" : ")
             switch d {
-            case .verdict(let v): s += " : \(v)"
+            case .verdict(let v): v.write(into: &out)
             case .values(let vs):
-                let dtypes = set.data?.fieldTypes ?? []
-                s += " : " + vs.enumerated().map { i, v in
-                    NftFormat.value(v.bytes, type: i < dtypes.count ? dtypes[i] : v.type)
-                }.joined(separator: " . ")
+                for (i, v) in vs.enumerated() {
+                    if i > 0 { out.put(" . ") }
+                    out.value(v.bytes, type: i < dtypes.count ? dtypes[i] : v.type)
+                }
             }
         }
-        return s
+    }
+}
+
+extension NftVerdict {
+    func write(into out: inout NftTextBytes) {
+        switch self {
+        case .jump(let c): out.put("jump "); out.put(NftText.name(c))
+        case .goto(let c): out.put("goto "); out.put(NftText.name(c))
+        default: out.put(description)
+        }
     }
 }
 
@@ -191,15 +290,24 @@ extension NftRule {
 
     func text(family: NftFamily, sets: [String: NftSet]) throws -> String {
         var d = Decompiler(family: family, sets: sets)
+        try write(using: &d)
+        return d.out.string
+    }
+
+    /// Appends the text to the decompiler's output (which a chain's rules share).
+    func write(using d: inout Decompiler) throws {
+        d.startRule()
         for e in exprs { try d.add(e) }
-        var s = d.out.joined(separator: " ")
-        if let comment { s += (s.isEmpty ? "" : " ") + "comment \(NftFormat.quoted(comment))" }
-        return s
+        if let comment {
+            d.separate()
+            d.out.put("comment ")
+            d.out.quoted(comment)
+        }
     }
 }
 
 /// Symbolic register contents while decompiling a rule.
-private enum Sym {
+enum Sym {
     case field(NftField)
     /// A payload load of the first `bytes` bytes of an address field (prefix match).
     case partial(NftField, bytes: Int)
@@ -210,11 +318,15 @@ private enum Sym {
     case mapped(key: String, map: String, types: [NftDataType], part: Int)
 }
 
-private struct Decompiler {
+struct Decompiler {
     let family: NftFamily
     let sets: [String: NftSet]
-    var regs: [Int: Sym] = [:]
-    var out: [String] = []
+    /// Register contents by 32-bit word (16 words; nil: not written).
+    var regs: Registers
+    /// The text written so far (a whole chain when rendering a table); the current rule starts
+    /// at `ruleStart`, its statements separated by single spaces.
+    var out = NftTextBytes()
+    var ruleStart = 0
     /// The network protocol implied so far (for inet tables): set by `meta nfproto`.
     var netFamily: NftFamily
 
@@ -222,6 +334,48 @@ private struct Decompiler {
         self.family = family
         self.sets = sets
         self.netFamily = family
+        self.regs = Registers()
+    }
+
+    /// Ready for the next rule, written from the current end of `out`.
+    mutating func startRule() {
+        regs.clear()
+        ruleStart = out.count
+        netFamily = family
+    }
+
+    /// Registers as a fixed array: a rule touches a handful, and a dictionary per rule cost
+    /// a hash table per rule.
+    struct Registers {
+        private var words = [Sym?](repeating: nil, count: 16)
+        subscript(slot: Int) -> Sym? {
+            get { slot >= 0 && slot < 16 ? words[slot] : nil }
+            set { if slot >= 0 && slot < 16 { words[slot] = newValue } }
+        }
+        mutating func removeValue(forKey slot: Int) { self[slot] = nil }
+        mutating func clear() { for i in 0..<16 where words[i] != nil { words[i] = nil } }
+    }
+
+    /// Starts a statement: a space after the previous one.
+    @inline(__always) mutating func separate() {
+        if out.count > ruleStart { out.byte(UInt8(ascii: " ")) }
+    }
+
+    /// Appends one statement to the rule's text.
+    mutating func emit(_ s: String) {
+        separate()
+        out.put(s)
+    }
+
+    /// The text of a field, as `NftField.text` (without building a String for the common ones).
+    mutating func putField(_ f: NftField) {
+        switch f {
+        case .meta(let k): out.put("meta "); out.put(k.name)
+        case .numgen(let t, let m, let o):
+            out.put("numgen "); out.put(t.text); out.put(" mod "); out.decimal(m)
+            if o != 0 { out.put(" offset "); out.decimal(o) }
+        default: out.put(f.text)
+        }
     }
 
     func fail(_ r: String) -> NftDecompileError { NftDecompileError(reason: r) }
@@ -333,7 +487,7 @@ private struct Decompiler {
             if let dreg {
                 if dreg == .verdict {
                     guard !invert else { throw fail("inverted vmap") }
-                    out.append("\(key) vmap \(ref)")
+                    emit("\(key) vmap \(ref)")
                 } else {
                     guard case .values(let spec)? = set.data else { throw fail("map lookup in a set") }
                     var s = try slot(dreg)
@@ -343,25 +497,26 @@ private struct Decompiler {
                     }
                 }
             } else {
-                out.append(invert ? "\(key) != \(ref)" : "\(key) \(ref)")
+                emit(invert ? "\(key) != \(ref)" : "\(key) \(ref)")
             }
         case .verdict(let v):
-            out.append(v.description)
+            separate()
+            v.write(into: &out)
         case .counter:
-            out.append("counter")
+            emit("counter")
         case .notrack:
-            out.append("notrack")
+            emit("notrack")
         case .metaSet(let k, let sreg):
-            out.append("meta \(k.name) set \(try valueText(try sym(sreg)))")
+            emit("meta \(k.name) set \(try valueText(try sym(sreg)))")
         case .ctSet(let k, let sreg):
-            out.append("ct \(k.name) set \(try valueText(try sym(sreg)))")
+            emit("ct \(k.name) set \(try valueText(try sym(sreg)))")
         case .masq(let flags, let pmin, let pmax):
             guard pmin == nil, pmax == nil else { throw fail("masquerade to a port range") }
             let words = flags.words
             guard flags.subtracting([.random, .fullyRandom, .persistent]).isEmpty else {
                 throw fail("masquerade flags 0x\(String(flags.rawValue, radix: 16))")
             }
-            out.append(words.isEmpty ? "masquerade" : "masquerade " + words.joined(separator: ","))
+            emit(words.isEmpty ? "masquerade" : "masquerade " + words.joined(separator: ","))
         case .nat(let type, let fam, let amin, let amax, let pmin, let pmax, let flags):
             try nat(type, fam, amin, amax, pmin, pmax, flags)
         case .dynset(let op, let setName, let sk, let sd, let timeout):
@@ -372,9 +527,9 @@ private struct Decompiler {
                 guard case .values(let spec)? = set.data else { throw fail("dynset data into a set") }
                 s += " : " + (try concatText(sd, types: spec.fieldTypes))
             }
-            out.append(s + " }")
+            emit(s + " }")
         case .reject(let type, let code):
-            out.append(try rejectText(type, code))
+            emit(try rejectText(type, code))
         case .unknown(let n):
             throw fail("expression \(n) is not modelled")
         }
@@ -391,11 +546,15 @@ private struct Decompiler {
                 throw fail("cmp of \(data.count) bytes against \(f.text)")
             }
             if f.dataType == .ifname && data.count != 16 { throw fail("interface name wildcard") }
-            out.append("\(f.text) \(opText)\(NftFormat.value(data, type: f.dataType))")
+            separate()
+            putField(f)
+            out.byte(UInt8(ascii: " "))
+            out.put(opText)
+            out.value(data, type: f.dataType)
         case .partial(let f, let n):
             guard op == .eq || op == .neq else { throw fail("ordered compare on a prefix") }
             let full = data + [UInt8](repeating: 0, count: f.dataType.byteLength - data.count)
-            out.append("\(f.text) \(opText)\(NftFormat.value(full, type: f.dataType))/\(n * 8)")
+            emit("\(f.text) \(opText)\(NftFormat.value(full, type: f.dataType))/\(n * 8)")
         case .masked(let f, let mask, let xor):
             guard xor.allSatisfy({ $0 == 0 }) else { throw fail("compare after xor") }
             switch f.dataType {
@@ -403,18 +562,24 @@ private struct Decompiler {
                 guard let len = NftBits.prefixLength(ofMask: mask), op == .eq || op == .neq else {
                     throw fail("non-prefix mask on an address")
                 }
-                out.append("\(f.text) \(opText)\(NftFormat.value(data, type: f.dataType))/\(len)")
+                separate()
+                putField(f)
+                out.byte(UInt8(ascii: " "))
+                out.put(opText)
+                out.value(data, type: f.dataType)
+                out.byte(UInt8(ascii: "/"))
+                out.decimal(len)
             case .ctState, .ctStatus:
                 guard data.allSatisfy({ $0 == 0 }) else { throw fail("ct bits compared with a non-zero value") }
                 let names = NftFormat.value(mask, type: f.dataType)
                 switch op {
-                case .neq: out.append("\(f.text) \(names)")
-                case .eq: out.append("\(f.text) != \(names)")
+                case .neq: emit("\(f.text) \(names)")
+                case .eq: emit("\(f.text) != \(names)")
                 default: throw fail("ordered compare on ct bits")
                 }
             default:
                 guard mask.count == 4 else { throw fail("mask on a non-32-bit value") }
-                out.append("\(f.text) & \(NftFormat.hex32(NftValue.hostUInt32(mask))) \(op.text) \(NftFormat.value(data, type: f.dataType))")
+                emit("\(f.text) & \(NftFormat.hex32(NftValue.hostUInt32(mask))) \(op.text) \(NftFormat.value(data, type: f.dataType))")
             }
         case .data, .mapped:
             throw fail("compare against a computed value")
@@ -425,22 +590,21 @@ private struct Decompiler {
                       _ pmin: NftRegister?, _ pmax: NftRegister?, _ flags: NftNatFlags) throws {
         guard amax == nil, pmax == nil else { throw fail("nat ranges") }
         guard let amin else { throw fail("nat without address") }
-        let kw = type == .dnat ? "dnat" : "snat"
+        let kw: StaticString = type == .dnat ? "dnat" : "snat"
         let addrType: NftDataType = fam == .ip6 ? .ipv6Addr : .ipv4Addr
         var extra = flags
-        var s: String
+        // Checked before anything is written.
+        enum Source { case address([UInt8], port: [UInt8]?), map(key: String, map: String) }
+        let source: Source
         switch try sym(amin) {
         case .data(let a):
-            s = "\(kw) \(fam.rawValue) to "
-            let addr = NftFormat.value(a, type: addrType)
             if let pmin {
                 guard case .data(let p) = try sym(pmin) else { throw fail("nat port from a computed value") }
                 guard flags.contains(.protoSpecified) else { throw fail("nat port without proto flag") }
                 extra.remove(.protoSpecified)
-                let port = NftFormat.value(p, type: .inetService)
-                s += fam == .ip6 ? "[\(addr)]:\(port)" : "\(addr):\(port)"
+                source = .address(a, port: p)
             } else {
-                s += addr
+                source = .address(a, port: nil)
             }
         case .mapped(let key, let map, let types, let part):
             guard part == 0, types.first == addrType else { throw fail("nat from a map with other data") }
@@ -451,16 +615,33 @@ private struct Decompiler {
             } else if types.count != 1 {
                 throw fail("map data has a port but nat does not use it")
             }
-            s = "\(kw) \(fam.rawValue) to \(key) map @\(NftText.name(map))"
+            source = .map(key: key, map: map)
         default:
             throw fail("nat address from an unsupported source")
         }
-        let words = extra.words
         guard extra.subtracting([.random, .fullyRandom, .persistent]).isEmpty else {
             throw fail("nat flags 0x\(String(flags.rawValue, radix: 16))")
         }
-        if !words.isEmpty { s += " " + words.joined(separator: ",") }
-        out.append(s)
+        separate()
+        out.put(kw)
+        out.byte(UInt8(ascii: " "))
+        out.put(fam.rawValue)
+        out.put(" to ")
+        switch source {
+        case .address(let a, let p?):
+            if fam == .ip6 { out.byte(UInt8(ascii: "[")) }
+            out.value(a, type: addrType)
+            out.put(fam == .ip6 ? "]:" : ":")
+            out.value(p, type: .inetService)
+        case .address(let a, nil):
+            out.value(a, type: addrType)
+        case .map(let key, let map):
+            out.put(key)
+            out.put(" map @")
+            out.put(NftText.name(map))
+        }
+        let words = extra.words
+        if !words.isEmpty { out.byte(UInt8(ascii: " ")); out.put(words.joined(separator: ",")) }
     }
 
     func rejectText(_ type: NftRejectType, _ code: UInt8) throws -> String {

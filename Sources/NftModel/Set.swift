@@ -164,13 +164,25 @@ public struct NftElementKey: Sendable, Hashable, Comparable {
     }
 
     public static func < (a: NftElementKey, b: NftElementKey) -> Bool {
-        if a.start != b.start { return a.start.lexicographicallyPrecedes(b.start) }
+        let c = order(a.start, b.start)
+        if c != 0 { return c < 0 }
         switch (a.end, b.end) {
         case (nil, nil): return false
         case (nil, _): return true
         case (_, nil): return false
-        case (let x?, let y?): return x.lexicographicallyPrecedes(y)
+        case (let x?, let y?): return order(x, y) < 0
         }
+    }
+
+    /// -1, 0 or 1: values compared by their bytes, one pass (sorting 100,000 elements runs this
+    /// two million times).
+    static func order(_ x: [NftValue], _ y: [NftValue]) -> Int {
+        for i in 0..<min(x.count, y.count) {
+            let p = x[i].bytes, q = y[i].bytes
+            if p == q { continue }
+            return p.lexicographicallyPrecedes(q) ? -1 : 1
+        }
+        return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
     }
 }
 

@@ -11,6 +11,35 @@ final class RenderTests: XCTestCase {
     }
 }
 
+final class RenderTextTests: XCTestCase {
+    /// A rule without nft syntax becomes one comment line in `render()` (nothing of it is left
+    /// on the rule's line), and an error in `renderChecked()`; the rules around it are intact.
+    func testUnrenderableRuleIsReplacedByOneCommentLine() throws {
+        var t = NftTable(family: .ip, name: "t")
+        t.add(NftChain(name: "c", rules: [
+            NftRule(.l4protoIs(.tcp), .verdict(.accept)),
+            NftRule([.meta(key: .l4proto, dreg: .r1), .unknown("mystery")], comment: "lost"),
+            NftRule(.verdict(.goto("needs \"quotes\"")), comment: "a \"quoted\" comment"),
+        ]))
+        let rs = NftRuleset(tables: [t])
+        let lines = rs.render().split(separator: "\n").map(String.init)
+        let c = try XCTUnwrap(lines.lastIndex(of: "\tchain c {"), rs.render())
+        XCTAssertEqual(lines[c + 1], "\t\tmeta l4proto tcp accept")
+        XCTAssertTrue(lines[c + 2].hasPrefix("\t\t# kuberules: "), lines[c + 2])
+        XCTAssertTrue(lines[c + 2].contains("mystery"), lines[c + 2])
+        XCTAssertEqual(lines[c + 3], "\t\t" + #"goto "needs \"quotes\"" comment "a \"quoted\" comment""#)
+        XCTAssertEqual(lines[c + 4], "\t}")
+        XCTAssertThrowsError(try rs.renderChecked())
+    }
+
+    func testElementText() {
+        let set = NftSet.vmap("m", .types([.ipv4Addr, .inetProto, .inetService]), elements: [])
+        let e = NftElement.verdict([NftValue(type: .ipv4Addr, bytes: [10, 96, 0, 1]), .proto(.tcp), .port(443)],
+                                   .goto("svc"), comment: "default/kubernetes:https")
+        XCTAssertEqual(e.text(in: set), #"10.96.0.1 . tcp . 443 comment "default/kubernetes:https" : goto svc"#)
+    }
+}
+
 final class ExprDumpTests: XCTestCase {
     /// With DUMP_EXPRS set, prints each rule's expressions in `nft --debug=netlink` form.
     func testDumpExprs() {
