@@ -17,6 +17,11 @@ enum FastJSON {
         let bytes: UnsafeBufferPointer<UInt8>
         var pos = 0
         var line = 1
+        /// The fields and items of the open objects and lists, innermost last: each collection
+        /// is built in one allocation of its exact size when it closes (growing an array per
+        /// object reallocated it several times).
+        var fields: [KMap.Element] = []
+        var items: [KNode] = []
 
         init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
@@ -36,9 +41,9 @@ enum FastJSON {
             switch bytes[pos] {
             case UInt8(ascii: "{"):
                 pos += 1
-                var map = KMap()
                 skipSpace()
-                if pos < bytes.count && bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(map), line: start) }
+                if pos < bytes.count && bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(KMap()), line: start) }
+                let base = fields.count
                 while true {
                     skipSpace()
                     guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\""), let key = string() else { return nil }
@@ -46,26 +51,38 @@ enum FastJSON {
                     guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { return nil }
                     pos += 1
                     skipSpace()
-                    guard let v = value(depth: depth + 1), map.insert(key, v) else { return nil }
+                    guard let v = value(depth: depth + 1) else { return nil }
+                    fields.append((key, v))
                     skipSpace()
                     guard pos < bytes.count else { return nil }
                     if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
-                    if bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(map), line: start) }
+                    if bytes[pos] == UInt8(ascii: "}") {
+                        pos += 1
+                        // A duplicated key: nil, and the YAML path reports it.
+                        guard let map = KMap(uniqueFields: fields[base...]) else { return nil }
+                        fields.removeSubrange(base...)
+                        return KNode(.map(map), line: start)
+                    }
                     return nil
                 }
             case UInt8(ascii: "["):
                 pos += 1
-                var list = [KNode]()
                 skipSpace()
-                if pos < bytes.count && bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list(list), line: start) }
+                if pos < bytes.count && bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list([]), line: start) }
+                let base = items.count
                 while true {
                     skipSpace()
                     guard let v = value(depth: depth + 1) else { return nil }
-                    list.append(v)
+                    items.append(v)
                     skipSpace()
                     guard pos < bytes.count else { return nil }
                     if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
-                    if bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list(list), line: start) }
+                    if bytes[pos] == UInt8(ascii: "]") {
+                        pos += 1
+                        let list = Array(items[base...])
+                        items.removeSubrange(base...)
+                        return KNode(.list(list), line: start)
+                    }
                     return nil
                 }
             case UInt8(ascii: "\""):

@@ -53,6 +53,22 @@ public struct KMap: Sendable, Equatable, Sequence {
         for (k, v) in pairs { set(k, v) }
     }
 
+    /// The fields as given, in one allocation; nil when a key appears twice.
+    init?(uniqueFields: ArraySlice<Element>) {
+        entries = Array(uniqueFields)
+        if entries.count > Self.indexThreshold {
+            var ix = [String: Int](minimumCapacity: entries.count)
+            for (i, e) in entries.enumerated() {
+                guard ix.updateValue(i, forKey: e.key) == nil else { return nil }
+            }
+            index = ix
+        } else {
+            for i in entries.indices {
+                for j in entries.indices where j < i && entries[j].key == entries[i].key { return nil }
+            }
+        }
+    }
+
     public var count: Int { entries.count }
     public var isEmpty: Bool { entries.isEmpty }
     public var keys: [String] { entries.map(\.key) }
