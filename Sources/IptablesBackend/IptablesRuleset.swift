@@ -25,22 +25,37 @@ public struct IptablesTable: Sendable, Equatable {
 
     /// Chains in canonical order: KUBE-NODEPORTS, KUBE-SERVICES, then the rest alphabetically.
     public var canonicalChains: [String] {
-        var head = [String]()
-        for fixed in ["KUBE-NODEPORTS", "KUBE-SERVICES"] where rules[fixed] != nil { head.append(fixed) }
-        let rest = chains.filter { $0 != "KUBE-NODEPORTS" && $0 != "KUBE-SERVICES" }.sorted()
+        canonicalOrder.map { chains[$0] }
+    }
+
+    /// Indices into `chains` in canonical order.
+    var canonicalOrder: [Int] {
+        var head = [Int](), rest = [Int]()
+        rest.reserveCapacity(chains.count)
+        for fixed in ["KUBE-NODEPORTS", "KUBE-SERVICES"] {
+            if let i = chains.firstIndex(of: fixed) { head.append(i) }
+        }
+        for i in chains.indices where chains[i] != "KUBE-NODEPORTS" && chains[i] != "KUBE-SERVICES" { rest.append(i) }
+        rest.sort { chains[$0] < chains[$1] }
         return head + rest
     }
 
-    /// `*table`, chain lines, rules grouped by chain, `COMMIT`, in canonical order.
-    public func render(into out: inout String, extraLines: [String] = []) {
-        out += "*\(name)\n"
-        let order = canonicalChains
-        for c in order { out += ":\(c) - [0:0]\n" }
+    /// `*table`, chain lines, rules grouped by chain, `COMMIT`, in canonical order; appended
+    /// as UTF-8 bytes (no String per line).
+    public func render(into out: inout [UInt8], extraLines: [String] = []) {
+        func line(_ s: String) { out.append(contentsOf: s.utf8); out.append(0x0A) }
+        line("*" + name)
+        let order = canonicalOrder
         for c in order {
-            for r in rules[c]! { out += r; out += "\n" }
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: chains[c].utf8)
+            out.append(contentsOf: " - [0:0]\n".utf8)
         }
-        for l in extraLines { out += l; out += "\n" }
-        out += "COMMIT\n"
+        for c in order {
+            for r in rules[chains[c]]! { line(r) }
+        }
+        for l in extraLines { line(l) }
+        line("COMMIT")
     }
 
     /// One chain's declaration and rules as restore lines (for partial syncs).
@@ -84,7 +99,7 @@ public struct IptablesRuleset: Sendable, Equatable {
     /// inserts the jumps from the built-in chains (`-I CHAIN …`), so that
     /// `iptables-restore --noflush` loads a complete, working ruleset into an empty namespace.
     public func render(withJumps: Bool = false) -> String {
-        var out = String()
+        var out = [UInt8]()
         out.reserveCapacity(filterSizeHint)
         for table in [filter, nat] {
             var extra = [String]()
@@ -97,7 +112,7 @@ public struct IptablesRuleset: Sendable, Equatable {
             }
             table.render(into: &out, extraLines: extra)
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     private var filterSizeHint: Int {
