@@ -168,20 +168,24 @@ public enum IptablesBackend {
                 rs.nat.append(fwChain, "-m comment --comment \"other traffic to \(spn) will be dropped by KUBE-PROXY-FIREWALL\"")
             }
 
+            // KUBE-SEP names (a SHA-256 each), computed once per endpoint.
+            var seps = [String: String](minimumCapacity: svc.reachableEndpoints.count)
+            for ep in svc.reachableEndpoints { seps[ep.hostPort] = endpointChain(svc, ep) }
+
             // Policy chains.
             if svc.usesClusterPolicy {
                 rs.nat.declare(svcChain)
-                writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, large: large, probabilities: &probabilities)
+                writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, seps, large: large, probabilities: &probabilities)
             }
             if svc.usesLocalPolicy {
                 rs.nat.declare(svlChain)
-                writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, large: large, probabilities: &probabilities)
+                writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, seps, large: large, probabilities: &probabilities)
             }
 
             // Endpoint chains.
             let comment = large ? "" : "-m comment --comment \(spn) "
             for ep in svc.reachableEndpoints {
-                let sep = endpointChain(svc, ep)
+                let sep = seps[ep.hostPort] ?? endpointChain(svc, ep)
                 rs.nat.declare(sep)
                 rs.nat.append(sep, "\(comment)-s \(ep.ip) -j \(markMasqChain)")
                 let recent = svc.affinityTimeout != nil ? "-m recent --name \(sep) --set " : ""
@@ -217,18 +221,19 @@ public enum IptablesBackend {
     }
 
     static func writeEndpointDispatch(_ nat: inout IptablesTable, _ chain: String, _ svc: ServicePortPlan,
-                                      _ endpoints: [PlannedEndpoint], large: Bool, probabilities: inout ProbabilityCache) {
+                                      _ endpoints: [PlannedEndpoint], _ seps: [String: String], large: Bool,
+                                      probabilities: inout ProbabilityCache) {
         let spn = svc.nameString
         if let timeout = svc.affinityTimeout {
             for ep in endpoints {
-                let sep = endpointChain(svc, ep)
+                let sep = seps[ep.hostPort] ?? endpointChain(svc, ep)
                 let comment = large ? "" : "-m comment --comment \"\(spn) -> \(ep.hostPort)\" "
                 nat.append(chain, "\(comment)-m recent --name \(sep) --rcheck --seconds \(timeout) --reap -j \(sep)")
             }
         }
         let n = endpoints.count
         for (i, ep) in endpoints.enumerated() {
-            let sep = endpointChain(svc, ep)
+            let sep = seps[ep.hostPort] ?? endpointChain(svc, ep)
             var args = large ? "" : "-m comment --comment \"\(spn) -> \(ep.hostPort)\" "
             if i < n - 1 {
                 args += "-m statistic --mode random --probability \(probabilities.get(n - i)) "

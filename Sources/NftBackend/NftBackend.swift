@@ -138,18 +138,25 @@ public enum NftBackend {
                 pc.serviceChains.append(NftChain(name: extChain, rules: rules))
             }
 
+            // Names computed once per service port (each is a SHA-256).
+            let affinity = svc.affinityTimeout != nil ? affinityMap(svc) : nil
+            var endpointChains = [String: String]()
+            if affinity != nil {
+                for ep in svc.reachableEndpoints { endpointChains[ep.hostPort] = "endpoint-" + endpointName(svc, ep) }
+            }
+
             // Policy chains: endpoint selection.
             for (chain, target, eps) in [(svcChain, PolicyTarget.cluster, svc.clusterEndpoints), (localChain, .local, svc.localEndpoints)] {
                 let used = target == .cluster ? svc.usesClusterPolicy : svc.usesLocalPolicy
                 guard used else { continue }
                 var rules = chain == internalChain ? internalMasq : []
                 for ep in eps { pc.hairpin.append(ep.ip) }
-                if svc.affinityTimeout != nil {
+                if let affinity {
                     // ClientIP affinity: a known client is sent straight to the endpoint its map
                     // entry names; a new one is spread over the endpoint chains, which record it.
-                    rules.append(NftRule(.dnatFromMap([saddr], map: affinityMap(svc), family: family, withPort: true, l4proto: p),
+                    rules.append(NftRule(.dnatFromMap([saddr], map: affinity, family: family, withPort: true, l4proto: p),
                                          comment: "known client"))
-                    rules += cascade(eps.map { .goto("endpoint-" + endpointName(svc, $0)) })
+                    rules += cascade(eps.map { .goto(endpointChains[$0.hostPort] ?? "endpoint-" + endpointName(svc, $0)) })
                 } else {
                     // No set at all: the kernel looks named sets up by a linear walk, so one
                     // set per service grows quadratically with the number of services.
@@ -157,16 +164,16 @@ public enum NftBackend {
                 }
                 pc.serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
-            if let timeout = svc.affinityTimeout, !svc.reachableEndpoints.isEmpty {
+            if let timeout = svc.affinityTimeout, let affinity, !svc.reachableEndpoints.isEmpty {
                 // One timeout map per service port (client address -> endpoint address . port);
                 // its name carries a hash of the endpoint set, so an endpoint change replaces it
                 // and no client stays pinned to an endpoint that is gone.
-                pc.maps.append(.map(affinityMap(svc), .types([addr]), .types([addr, .inetService]),
+                pc.maps.append(.map(affinity, .types([addr]), .types([addr, .inetService]),
                                  flags: [.dynamic, .timeout], timeoutMs: UInt64(timeout) * 1000))
                 for ep in svc.reachableEndpoints {
                     pc.hairpin.append(ep.ip)
-                    pc.serviceChains.append(NftChain(name: "endpoint-" + endpointName(svc, ep), comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
-                        NftRule(.dynset(.update, set: affinityMap(svc), key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))])),
+                    pc.serviceChains.append(NftChain(name: endpointChains[ep.hostPort] ?? "endpoint-" + endpointName(svc, ep), comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
+                        NftRule(.dynset(.update, set: affinity, key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))])),
                         NftRule(.dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p)),
                     ]))
                 }
