@@ -185,14 +185,20 @@ public struct ManifestLoader {
             }
         case "Service":
             if let bad = apiVersionProblem(["v1"]) { return bad }
+            if let label = ignoredLabel(m) {
+                return .note(Diagnostic(.note, file: file, object: Self.objectName(kind, m, file: file),
+                                        message: "labelled \(label): kube-proxy does not serve it; skipped"))
+            }
             let (svc, problems) = Decoders.service(doc, file: file)
             return .service(svc, problems, svc?.ref.description ?? "Service")
         case "EndpointSlice":
             if let bad = apiVersionProblem(["discovery.k8s.io/v1"]) { return bad }
+            if ignoredLabel(m) != nil { return .empty }  // e.g. every slice of a headless Service
             let (slice, problems) = Decoders.endpointSlice(doc, file: file)
             return .slice(slice, problems, slice?.ref.description ?? "EndpointSlice")
         case "Endpoints":
             if let bad = apiVersionProblem(["v1"]) { return bad }
+            if ignoredLabel(m) != nil { return .empty }
             let (slices, problems) = Decoders.endpoints(doc, file: file)
             return .endpoints(slices, problems, slices.first?.ref.description ?? "Endpoints")
         case "Node":
@@ -235,13 +241,27 @@ public struct ManifestLoader {
         }
     }
 
+    /// kube-proxy watches Services, EndpointSlices and Endpoints through a label selector that
+    /// leaves out objects carrying either of these labels (another service proxy serves them, or
+    /// they belong to a headless Service): such objects are skipped here too.
+    static let ignoredLabels = ["service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"]
+
+    private static func ignoredLabel(_ m: KMap) -> String? {
+        guard case .map(let meta)? = m["metadata"]?.value, case .map(let labels)? = meta["labels"]?.value else { return nil }
+        return ignoredLabels.first { labels[$0] != nil }
+    }
+
+    /// `Kind namespace/name` for a note, from whatever metadata the object has.
+    private static func objectName(_ kind: String, _ m: KMap, file: String) -> String {
+        guard case .map(let meta)? = m["metadata"]?.value, case .string(let name)? = meta["name"]?.value else { return kind }
+        var ns = ""
+        if case .string(let n)? = meta["namespace"]?.value { ns = n }
+        return ObjectRef(kind: kind, namespace: kind == "Node" ? "" : (ns.isEmpty ? "default" : ns), name: name, file: file).description
+    }
+
     private static func apiVersionDiagnostic(_ v: String, expected: [String], kind: String, doc: KNode, file: String) -> Diagnostic {
         var object = kind
-        if case .map(let meta)? = doc["metadata"]?.value, case .string(let name)? = meta["name"]?.value {
-            var ns = ""
-            if case .string(let n)? = meta["namespace"]?.value { ns = n }
-            object = ObjectRef(kind: kind, namespace: kind == "Node" ? "" : (ns.isEmpty ? "default" : ns), name: name, file: file).description
-        }
+        if case .map(let m) = doc.value { object = objectName(kind, m, file: file) }
         return Diagnostic(file: file, object: object, field: "apiVersion",
                           message: v.isEmpty ? "required value is missing" : "unsupported apiVersion \"\(v)\" for \(kind) (expected \(expected.joined(separator: " or ")))")
     }

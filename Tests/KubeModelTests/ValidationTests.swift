@@ -148,6 +148,32 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(loader.warnings.first?.severity, .note)
     }
 
+    /// kube-proxy's informers select `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`
+    /// for Services, EndpointSlices and Endpoints: objects with either label are not its business.
+    func testObjectsForAnotherServiceProxyOrHeadlessAreSkipped() throws {
+        var loader = ManifestLoader()
+        let yaml = """
+        {apiVersion: v1, kind: Service, metadata: {name: mine, namespace: n}, spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}}
+        ---
+        {apiVersion: v1, kind: Service, metadata: {name: theirs, namespace: n, labels: {service.kubernetes.io/service-proxy-name: other}}, spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}}
+        ---
+        {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: mine-1, namespace: n, labels: {kubernetes.io/service-name: mine}}, addressType: IPv4, endpoints: [{addresses: [10.0.0.1]}], ports: [{port: 80}]}
+        ---
+        {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: theirs-1, namespace: n, labels: {kubernetes.io/service-name: theirs, service.kubernetes.io/service-proxy-name: other}}, addressType: IPv4, endpoints: [{addresses: [10.0.0.2]}], ports: [{port: 80}]}
+        ---
+        {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: db-1, namespace: n, labels: {kubernetes.io/service-name: db, service.kubernetes.io/headless: ""}}, addressType: IPv4, endpoints: [{addresses: [10.0.0.3]}], ports: [{port: 5432}]}
+        ---
+        {apiVersion: v1, kind: Endpoints, metadata: {name: db, namespace: n, labels: {service.kubernetes.io/headless: ""}}, subsets: [{addresses: [{ip: 10.0.0.3}], ports: [{port: 5432}]}]}
+        """
+        let c = try loader.load(text: yaml, file: "x.yaml")
+        XCTAssertEqual(c.services.map(\.name), ["mine"])
+        XCTAssertEqual(c.slices.map(\.ref.name), ["mine-1"])
+        XCTAssertTrue(c.legacyEndpoints.isEmpty)
+        XCTAssertEqual(loader.warnings.map(\.description),
+                       ["x.yaml: Service n/theirs: labelled service.kubernetes.io/service-proxy-name: kube-proxy does not serve it; skipped"])
+        XCTAssertEqual(loader.warnings.first?.severity, .note)
+    }
+
     func testListAndMultiDocument() throws {
         var loader = ManifestLoader()
         let yaml = """
