@@ -293,9 +293,49 @@ public enum NftBackend {
 
     static func unique(_ elements: [NftElement]) -> [NftElement] {
         // Sorted as the text renders them, so a netlink apply inserts in the same order as
-        // `nft -f` (the listing order of interval sets follows insertion order).
+        // `nft -f` (the listing order of interval sets follows insertion order). The first
+        // element of each key is kept.
+        if let flat = flatKeys(elements) {
+            // One byte string per key: a sort of indices, no key arrays walked per comparison.
+            let order = elements.indices.sorted { a, b in
+                flat[a] == flat[b] ? a < b : flat[a].lexicographicallyPrecedes(flat[b])
+            }
+            var out = [NftElement]()
+            out.reserveCapacity(elements.count)
+            var last: Int?
+            for i in order where last.map({ flat[$0] != flat[i] }) ?? true {
+                out.append(elements[i])
+                last = i
+            }
+            return out
+        }
         var seen = Set<NftElementKey>()
         return elements.filter { seen.insert($0.key).inserted }.sorted { $0.key < $1.key }
+    }
+
+    /// Each element's key as start bytes then end bytes, when that orders them exactly as
+    /// `NftElementKey.<` does: every element has values of the same lengths and all or none
+    /// have an end. Nil otherwise.
+    static func flatKeys(_ elements: [NftElement]) -> [[UInt8]]? {
+        guard let first = elements.first else { return [] }
+        let lengths = first.key.start.map(\.bytes.count) + (first.key.end?.map(\.bytes.count) ?? [])
+        let hasEnd = first.key.end != nil
+        var out = [[UInt8]]()
+        out.reserveCapacity(elements.count)
+        for e in elements {
+            guard (e.key.end != nil) == hasEnd else { return nil }
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(lengths.reduce(0, +))
+            var k = 0
+            for v in e.key.start + (e.key.end ?? []) {
+                guard k < lengths.count, v.bytes.count == lengths[k] else { return nil }
+                bytes += v.bytes
+                k += 1
+            }
+            guard k == lengths.count else { return nil }
+            out.append(bytes)
+        }
+        return out
     }
 
     /// `affinity-HASH8-ns/name/proto/port`, the hash over the service port and its endpoints.

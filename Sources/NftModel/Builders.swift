@@ -18,7 +18,9 @@ public struct NftStatement: Sendable, Hashable {
     /// `FIELD [op] VALUE`. For ct state/status (bit sets) `.eq` means "any of these bits"
     /// and `.neq` "none of them", as in nft (`ct state new,established`).
     public static func match(_ field: NftField, _ op: NftCmpOp = .eq, _ value: NftValue) -> NftStatement {
-        var e = dependency(of: [field])
+        var e = [NftExpr]()
+        e.reserveCapacity(5)
+        if let p = field.l4Dependency { e += [.meta(key: .l4proto, dreg: .r1), .cmp(op: .eq, sreg: .r1, data: [p.number])] }
         e.append(field.load(into: .r1))
         switch field.dataType {
         case .ctState, .ctStatus:
@@ -122,6 +124,7 @@ public struct NftStatement: Sendable, Hashable {
                                    withPort: Bool, l4proto: NftL4Proto?, flags: NftNatFlags = []) -> NftStatement {
         precondition(!withPort || l4proto != nil, "a port mapping needs an l4proto match (nft requires it)")
         var e: [NftExpr] = []
+        e.reserveCapacity(5)
         if let l4proto { e += match(.l4proto, .eq, .proto(l4proto)).exprs }
         e += loadConcat(key, intervalConcat: false)
         e.append(.lookup(set: map, sreg: .r1, dreg: .r1, invert: false))
@@ -147,6 +150,7 @@ public struct NftStatement: Sendable, Hashable {
                                      _ flags: NftNatFlags) -> NftStatement {
         precondition(port == nil || l4proto != nil, "a port mapping needs an l4proto match (nft requires it)")
         var e: [NftExpr] = []
+        e.reserveCapacity(5)
         if let l4proto { e += match(.l4proto, .eq, .proto(l4proto)).exprs }
         e.append(.immediateData(dreg: .r1, data: addr.bytes))
         var f = flags

@@ -218,7 +218,14 @@ public struct NftRule: Sendable, Hashable {
     }
 
     public init(statements: [NftStatement], comment: String? = nil) {
-        self.exprs = statements.flatMap { $0.exprs }
+        if statements.count == 1 {
+            self.exprs = statements[0].exprs
+        } else {
+            var e = [NftExpr]()
+            e.reserveCapacity(statements.reduce(0) { $0 + $1.exprs.count })
+            for st in statements { e.append(contentsOf: st.exprs) }
+            self.exprs = e
+        }
         self.comment = comment
     }
 }

@@ -1,5 +1,6 @@
 import XCTest
 import NftModel
+@testable import NftBackend
 
 final class RenderTests: XCTestCase {
     func testExampleRendersWithoutUnrenderableRules() throws {
@@ -55,5 +56,39 @@ final class ExprDumpTests: XCTestCase {
                 }
             }
         }
+    }
+}
+
+final class BackendElementTests: XCTestCase {
+    func v4(_ a: UInt8, _ b: UInt8) -> NftValue { NftValue(type: .ipv4Addr, bytes: [10, 96, a, b]) }
+
+    /// Set elements are deduplicated (the first of a key wins) and sorted by key; the flat-key
+    /// fast path and the general path must agree.
+    func testUniqueKeepsTheFirstOfEachKeyInKeyOrder() {
+        let els: [NftElement] = [
+            .verdict([v4(1, 2), .proto(.tcp), .port(80)], .goto("b"), comment: "second"),
+            .verdict([v4(0, 10), .proto(.tcp), .port(443)], .goto("a"), comment: "first"),
+            .verdict([v4(1, 2), .proto(.tcp), .port(80)], .goto("c"), comment: "duplicate"),
+            .verdict([v4(0, 10), .proto(.tcp), .port(53)], .goto("d"), comment: "lower port"),
+        ]
+        let general = { (e: [NftElement]) -> [NftElement] in
+            var seen = Set<NftElementKey>()
+            return e.filter { seen.insert($0.key).inserted }.sorted { $0.key < $1.key }
+        }
+        XCTAssertNotNil(NftBackend.flatKeys(els))
+        XCTAssertEqual(NftBackend.unique(els).compactMap(\.comment), ["lower port", "first", "second"])
+        XCTAssertEqual(NftBackend.unique(els), general(els))
+        // Intervals (start and end on every element) take the fast path too.
+        let intervals: [NftElement] = [
+            .interval([.value(v4(0, 1)), .prefix("10.0.0.0/8")]),
+            .interval([.value(v4(0, 1)), .prefix("0.0.0.0/1")]),
+            .interval([.value(v4(0, 0)), .prefix("192.168.0.0/16")]),
+        ]
+        XCTAssertNotNil(NftBackend.flatKeys(intervals))
+        XCTAssertEqual(NftBackend.unique(intervals), general(intervals))
+        // Mixed shapes fall back to the general path.
+        let mixed = [intervals[0], .element(v4(0, 1), v4(0, 2))]
+        XCTAssertNil(NftBackend.flatKeys(mixed))
+        XCTAssertEqual(NftBackend.unique(mixed), general(mixed))
     }
 }
