@@ -35,6 +35,8 @@ public enum IptablesBackend {
 
     public static func build(_ plan: Plan, options: IptablesOptions = IptablesOptions()) -> IptablesRuleset {
         var rs = IptablesRuleset(family: plan.family)
+        // Per service port: SVC/SVL/EXT/FW chains and one SEP chain per endpoint.
+        rs.nat.reserve(chains: plan.services.reduce(64) { $0 + 4 + $1.reachableEndpoints.count })
         let ipv6 = plan.family == .ipv6
         let mark = "0x" + String(plan.masqueradeMark, radix: 16)
 

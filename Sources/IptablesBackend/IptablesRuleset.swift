@@ -11,16 +11,27 @@ public struct IptablesTable: Sendable, Equatable {
     public init(name: String) { self.name = name }
 
     public mutating func declare(_ chain: String) {
-        if rules[chain] == nil {
+        if rules.index(forKey: chain) == nil {
             chains.append(chain)
             rules[chain] = []
         }
     }
 
-    /// Appends `-A CHAIN args` (the chain is declared if needed).
+    /// Room for about `n` chains (a large ruleset otherwise rehashes its chain table many times).
+    public mutating func reserve(chains n: Int) {
+        chains.reserveCapacity(n)
+        rules.reserveCapacity(n)
+    }
+
+    /// Appends `-A CHAIN args` (the chain is declared if needed). One hash lookup per rule.
     public mutating func append(_ chain: String, _ args: String) {
-        if rules[chain] == nil { chains.append(chain); rules[chain] = [] }
-        rules[chain]!.append(args.isEmpty ? "-A \(chain)" : "-A \(chain) \(args)")
+        var line = "-A "
+        line.reserveCapacity(4 + chain.utf8.count + args.utf8.count)
+        line += chain
+        if !args.isEmpty { line += " "; line += args }
+        let before = rules.count
+        rules[chain, default: []].append(line)
+        if rules.count != before { chains.append(chain) }
     }
 
     /// Chains in canonical order: KUBE-NODEPORTS, KUBE-SERVICES, then the rest alphabetically.
