@@ -313,12 +313,13 @@ public enum NftBackend {
         return elements.filter { seen.insert($0.key).inserted }.sorted { $0.key < $1.key }
     }
 
-    /// Each element's key as start bytes then end bytes, when that orders them exactly as
-    /// `NftElementKey.<` does: every element has values of the same lengths and all or none
-    /// have an end. Nil otherwise.
+    /// Each element's key as start bytes then end bytes, when that orders and identifies them
+    /// exactly as `NftElementKey` does: every element has values of the same types and lengths,
+    /// and all or none have an end. Nil otherwise.
     static func flatKeys(_ elements: [NftElement]) -> [[UInt8]]? {
         guard let first = elements.first else { return [] }
-        let lengths = first.key.start.map(\.bytes.count) + (first.key.end?.map(\.bytes.count) ?? [])
+        let shape = first.key.start + (first.key.end ?? [])
+        let lengths = shape.map(\.bytes.count), types = shape.map(\.type)
         let hasEnd = first.key.end != nil
         var out = [[UInt8]]()
         out.reserveCapacity(elements.count)
@@ -328,7 +329,7 @@ public enum NftBackend {
             bytes.reserveCapacity(lengths.reduce(0, +))
             var k = 0
             for v in e.key.start + (e.key.end ?? []) {
-                guard k < lengths.count, v.bytes.count == lengths[k] else { return nil }
+                guard k < lengths.count, v.bytes.count == lengths[k], v.type == types[k] else { return nil }
                 bytes += v.bytes
                 k += 1
             }

@@ -502,7 +502,11 @@ public enum NftFormat {
     /// Double-quoted nft string.
     public static func quoted(_ s: String) -> String {
         if !s.utf8.contains(UInt8(ascii: "\"")) { return "\"" + s + "\"" }
-        return "\"" + s.replacingAll("\"", with: "\\\"") + "\""
+        // Escaped byte by byte, as NftTextBytes.quoted does (a `"` followed by a combining mark
+        // is still a `"` byte).
+        var out = NftTextBytes()
+        out.quoted(s)
+        return out.string
     }
 
     /// Durations as nft prints them: 3h, 1d2h, 10s, 250ms.
@@ -520,14 +524,5 @@ public enum NftFormat {
 
     static func hexBytes(_ b: [UInt8]) -> String {
         b.isEmpty ? "" : "0x" + b.map { h2($0) }.joined()
-    }
-}
-
-extension String {
-    func replacingAll(_ a: Character, with b: String) -> String {
-        var out = ""
-        out.reserveCapacity(count)
-        for c in self { if c == a { out += b } else { out.append(c) } }
-        return out
     }
 }

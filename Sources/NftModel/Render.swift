@@ -297,7 +297,10 @@ extension NftRule {
     /// Appends the text to the decompiler's output (which a chain's rules share).
     func write(using d: inout Decompiler) throws {
         d.startRule()
-        for e in exprs { try d.add(e) }
+        for e in exprs {
+            try d.add(e)
+            if d.regs.overflowed { throw NftDecompileError(reason: "a value written past the 16 register words") }
+        }
         if let comment {
             d.separate()
             d.out.put("comment ")
@@ -348,12 +351,19 @@ struct Decompiler {
     /// a hash table per rule.
     struct Registers {
         private var words = [Sym?](repeating: nil, count: 16)
+        /// Set when a value was written past the kernel's 16 words (the rule is then refused).
+        private(set) var overflowed = false
         subscript(slot: Int) -> Sym? {
             get { slot >= 0 && slot < 16 ? words[slot] : nil }
-            set { if slot >= 0 && slot < 16 { words[slot] = newValue } }
+            set {
+                if slot >= 0 && slot < 16 { words[slot] = newValue } else if newValue != nil { overflowed = true }
+            }
         }
         mutating func removeValue(forKey slot: Int) { self[slot] = nil }
-        mutating func clear() { for i in 0..<16 where words[i] != nil { words[i] = nil } }
+        mutating func clear() {
+            for i in 0..<16 where words[i] != nil { words[i] = nil }
+            overflowed = false
+        }
     }
 
     /// Starts a statement: a space after the previous one.

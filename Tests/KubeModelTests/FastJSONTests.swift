@@ -65,6 +65,16 @@ final class FastJSONTests: XCTestCase {
             XCTAssertNil(node?["k\(n)"])
             XCTAssertNil(viaJSON("{" + (fields + [#""k0": 1"#]).joined(separator: ", ") + "}"), "duplicate key, \(n) fields")
             XCTAssertEqual(viaJSON("{" + fields.reversed().joined(separator: ", ") + "}"), node, "order, \(n) fields")
+            // The YAML path (KMap.insert, indexed past the threshold) agrees, in document order.
+            let yaml = viaYAML(doc)
+            XCTAssertEqual(yaml, node, "YAML, \(n) fields")
+            if case .map(let a)? = yaml?.value, case .map(let b)? = node?.value {
+                XCTAssertEqual(a.keys, b.keys)
+                XCTAssertEqual(a.keys, (0..<n).map { "k\($0)" })
+            } else {
+                XCTFail("\(n) fields: not objects")
+            }
+            XCTAssertNil(viaYAML("{" + (fields + [#""k\#(n - 1)": 1"#]).joined(separator: ", ") + "}"), "duplicate last key, \(n) fields")
         }
         var m = KMap()
         XCTAssertTrue(m.insert("a", KNode(.int(1))))

@@ -19,7 +19,9 @@ final class RenderTextTests: XCTestCase {
         var t = NftTable(family: .ip, name: "t")
         t.add(NftChain(name: "c", rules: [
             NftRule(.l4protoIs(.tcp), .verdict(.accept)),
-            NftRule([.meta(key: .l4proto, dreg: .r1), .unknown("mystery")], comment: "lost"),
+            // Text is written before the failure: the line must be rolled back to one comment.
+            NftRule([.meta(key: .l4proto, dreg: .r1), .cmp(op: .eq, sreg: .r1, data: [6]), .counter, .unknown("mystery")],
+                    comment: "lost"),
             NftRule(.verdict(.goto("needs \"quotes\"")), comment: "a \"quoted\" comment"),
         ]))
         let rs = NftRuleset(tables: [t])
@@ -28,6 +30,8 @@ final class RenderTextTests: XCTestCase {
         XCTAssertEqual(lines[c + 1], "\t\tmeta l4proto tcp accept")
         XCTAssertTrue(lines[c + 2].hasPrefix("\t\t# kuberules: "), lines[c + 2])
         XCTAssertTrue(lines[c + 2].contains("mystery"), lines[c + 2])
+        XCTAssertFalse(lines[c + 2].contains("l4proto"), lines[c + 2])
+        XCTAssertFalse(lines[c + 2].contains("counter"), lines[c + 2])
         XCTAssertEqual(lines[c + 3], "\t\t" + #"goto "needs \"quotes\"" comment "a \"quoted\" comment""#)
         XCTAssertEqual(lines[c + 4], "\t}")
         XCTAssertThrowsError(try rs.renderChecked())
