@@ -140,8 +140,11 @@ func warn(_ text: String) {
 /// when they are freed cost ≈10 % of a 10,000-service render (measured with
 /// GLIBC_TUNABLES=glibc.malloc.mxfast=0 first). Does nothing where there is no mallopt.
 func disableMallocFastbins() {
+    #if os(Linux) && canImport(Glibc)
+    // RTLD_DEFAULT is a null handle on glibc; M_MXFAST is 1 in glibc's malloc.h.
     guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
     typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
     let mMXFAST: Int32 = 1
     _ = unsafeBitCast(sym, to: Mallopt.self)(mMXFAST, 0)
+    #endif
 }
