@@ -409,39 +409,16 @@ public enum NftAddress {
     }
 
     public static func formatIPv4(_ b: some Collection<UInt8>) -> String {
-        // Digits straight into one small buffer: this runs for every address of a large ruleset.
-        var out = [UInt8]()
-        out.reserveCapacity(15)
-        for (i, v) in b.prefix(4).enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ".")) }
-            if v >= 100 { out.append(0x30 + v / 100) }
-            if v >= 10 { out.append(0x30 + v / 10 % 10) }
-            out.append(0x30 + v % 10)
-        }
-        return String(decoding: out, as: UTF8.self)
+        var t = NftTextBytes()
+        t.ipv4(Array(b.prefix(4)))
+        return t.string
     }
 
     /// RFC 5952 text (longest run of ≥2 zero groups compressed), like inet_ntop.
     public static func formatIPv6(_ bytes: some Collection<UInt8>) -> String {
-        let b = Array(bytes.prefix(16))
-        var g = [UInt16](repeating: 0, count: 8)
-        for i in 0..<8 { g[i] = UInt16(b[2 * i]) << 8 | UInt16(b[2 * i + 1]) }
-        // IPv4-mapped ::ffff:a.b.c.d, as inet_ntop prints it.
-        if g[0...4].allSatisfy({ $0 == 0 }) && g[5] == 0xffff {
-            return "::ffff:" + formatIPv4(b[12...])
-        }
-        var bestStart = -1, bestLen = 0, i = 0
-        while i < 8 {
-            if g[i] == 0 {
-                var j = i
-                while j < 8 && g[j] == 0 { j += 1 }
-                if j - i > bestLen && j - i >= 2 { bestStart = i; bestLen = j - i }
-                i = j
-            } else { i += 1 }
-        }
-        func hex(_ r: ArraySlice<UInt16>) -> String { r.map { String($0, radix: 16) }.joined(separator: ":") }
-        if bestStart < 0 { return hex(g[...]) }
-        return hex(g[0..<bestStart]) + "::" + hex(g[(bestStart + bestLen)...])
+        var t = NftTextBytes()
+        t.ipv6(Array(bytes.prefix(16)))
+        return t.string
     }
 }
 

@@ -84,14 +84,56 @@ public struct NftTextBytes {
         }
     }
 
-    public mutating func ipv4(_ b: [UInt8]) {
-        for i in 0..<min(4, b.count) {
-            if i > 0 { bytes.append(UInt8(ascii: ".")) }
+    /// Dotted quad of the four bytes from `start` (fewer when `b` is shorter).
+    public mutating func ipv4(_ b: [UInt8], from start: Int = 0) {
+        for i in start..<min(start + 4, b.count) {
+            if i > start { bytes.append(UInt8(ascii: ".")) }
             let v = b[i]
             if v >= 100 { bytes.append(0x30 + v / 100) }
             if v >= 10 { bytes.append(0x30 + v / 10 % 10) }
             bytes.append(0x30 + v % 10)
         }
+    }
+
+    /// RFC 5952 text (the longest run of two or more zero groups compressed, the first of equal
+    /// runs), like inet_ntop; IPv4-mapped addresses as ::ffff:a.b.c.d.
+    public mutating func ipv6(_ b: [UInt8]) {
+        guard b.count >= 16 else { put(NftFormat.hexBytes(b)); return }
+        func group(_ i: Int) -> UInt16 { UInt16(b[2 * i]) << 8 | UInt16(b[2 * i + 1]) }
+        if (0..<5).allSatisfy({ group($0) == 0 }) && group(5) == 0xffff {
+            put("::ffff:")
+            ipv4(b, from: 12)
+            return
+        }
+        var bestStart = -1, bestLen = 0, i = 0
+        while i < 8 {
+            if group(i) == 0 {
+                var j = i
+                while j < 8 && group(j) == 0 { j += 1 }
+                if j - i > bestLen && j - i >= 2 { bestStart = i; bestLen = j - i }
+                i = j
+            } else { i += 1 }
+        }
+        func hex(_ v: UInt16) {
+            var shift: UInt16 = 12
+            while shift > 0 && (v >> shift) == 0 { shift -= 4 }
+            while true {
+                let d = UInt8((v >> shift) & 0xf)
+                bytes.append(d < 10 ? 0x30 + d : 0x57 + d)
+                if shift == 0 { break }
+                shift -= 4
+            }
+        }
+        func groups(_ r: Range<Int>) {
+            for k in r {
+                if k > r.lowerBound { bytes.append(UInt8(ascii: ":")) }
+                hex(group(k))
+            }
+        }
+        if bestStart < 0 { groups(0..<8); return }
+        groups(0..<bestStart)
+        put("::")
+        groups((bestStart + bestLen)..<8)
     }
 
     /// A double-quoted nft string.
@@ -108,6 +150,7 @@ public struct NftTextBytes {
     public mutating func value(_ b: [UInt8], type: NftDataType) {
         switch type {
         case .ipv4Addr: ipv4(b)
+        case .ipv6Addr: ipv6(b)
         case .inetService: decimal(UInt16(b.first ?? 0) << 8 | UInt16(b.count > 1 ? b[1] : 0))
         case .inetProto: put(NftL4Proto(number: b.first ?? 0).name)
         case .integer: decimal(NftValue.hostUInt32(b))
@@ -124,7 +167,9 @@ extension NftTable {
         if let comment { out.put("\tcomment \(NftFormat.quoted(comment))\n") }
         let sets = sortedSets
         // Chains in name order, as indices: sorting a copy of 35,000 chains retained each one.
-        let chainOrder = chains.indices.sorted { chains[$0].name < chains[$1].name }
+        var named = chains.indices.map { (name: chains[$0].name, index: $0) }
+        named.sort { $0.name < $1.name }
+        let chainOrder = named.map(\.index)
         for s in sets {
             var h = "\t\(s.isMap ? "map" : "set") \(NftText.name(s.name)) {\n"
             h += "\t\t\(s.key.text)"
@@ -297,8 +342,8 @@ extension NftRule {
     /// Appends the text to the decompiler's output (which a chain's rules share).
     func write(using d: inout Decompiler) throws {
         d.startRule()
-        for e in exprs {
-            try d.add(e)
+        for i in exprs.indices {
+            try d.add(exprs[i])
             if d.regs.overflowed { throw NftDecompileError(reason: "a value written past the 16 register words") }
         }
         if let comment {

@@ -96,3 +96,32 @@ final class BackendElementTests: XCTestCase {
         XCTAssertEqual(NftBackend.unique(mixed), general(mixed))
     }
 }
+
+final class AddressTextTests: XCTestCase {
+    func v6(_ groups: [UInt16]) -> [UInt8] { groups.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] } }
+
+    /// RFC 5952, as inet_ntop prints: the longest run of two or more zero groups (the first of
+    /// equal runs) becomes "::", lowercase hex without leading zeros, IPv4-mapped as a quad.
+    func testIPv6Text() {
+        let cases: [([UInt16], String)] = [
+            ([0, 0, 0, 0, 0, 0, 0, 0], "::"),
+            ([0, 0, 0, 0, 0, 0, 0, 1], "::1"),
+            ([0xfe80, 0, 0, 0, 0, 0, 0, 1], "fe80::1"),
+            ([0x2001, 0xdb8, 0, 0, 1, 0, 0, 1], "2001:db8::1:0:0:1"),
+            ([1, 0, 0, 2, 0, 0, 0, 3], "1:0:0:2::3"),
+            ([1, 0, 2, 3, 4, 5, 6, 7], "1:0:2:3:4:5:6:7"),
+            ([0, 0, 1, 0, 0, 0, 0, 0], "0:0:1::"),
+            ([0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0xabcd], "1:2:3:4:5:6:7:abcd"),
+            ([0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304], "::ffff:1.2.3.4"),
+            ([0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xa], "fd00:10:96::a"),
+        ]
+        for (groups, text) in cases {
+            XCTAssertEqual(NftAddress.formatIPv6(v6(groups)), text)
+            var t = NftTextBytes()
+            t.value(v6(groups), type: .ipv6Addr)
+            XCTAssertEqual(t.string, text)
+        }
+        XCTAssertEqual(NftAddress.formatIPv4([10, 96, 0, 1]), "10.96.0.1")
+        XCTAssertEqual(NftAddress.formatIPv4([255, 0, 100, 9]), "255.0.100.9")
+    }
+}
