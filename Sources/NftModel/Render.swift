@@ -166,7 +166,8 @@ extension NftTable {
         out.put("table \(fam) \(tname) {\n")
         if let comment { out.put("\tcomment \(NftFormat.quoted(comment))\n") }
         let sets = sortedSets
-        // Chains in name order, as indices: sorting a copy of 35,000 chains retained each one.
+        // Chains in name order, through (name, index) pairs: sorting a copy of 35,000 chains
+        // retained each one.
         var named = chains.indices.map { (name: chains[$0].name, index: $0) }
         named.sort { $0.name < $1.name }
         let chainOrder = named.map(\.index)
