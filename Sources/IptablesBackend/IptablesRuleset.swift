@@ -110,6 +110,11 @@ public struct IptablesRuleset: Sendable, Equatable {
     /// inserts the jumps from the built-in chains (`-I CHAIN …`), so that
     /// `iptables-restore --noflush` loads a complete, working ruleset into an empty namespace.
     public func render(withJumps: Bool = false) -> String {
+        String(decoding: renderBytes(withJumps: withJumps), as: UTF8.self)
+    }
+
+    /// `render(withJumps:)` as UTF-8 bytes, for writing out without a String copy.
+    public func renderBytes(withJumps: Bool = false) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(filterSizeHint)
         for table in [filter, nat] {
@@ -123,7 +128,7 @@ public struct IptablesRuleset: Sendable, Equatable {
             }
             table.render(into: &out, extraLines: extra)
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     private var filterSizeHint: Int {

@@ -26,12 +26,17 @@ extension NftRuleset {
     /// then rules (in chain order). Rules that cannot be written as nft text are emitted as
     /// `# kuberules: …` comment lines (see `renderChecked()`).
     public func render() -> String {
-        (try? renderInternal(strict: false)) ?? ""
+        String(decoding: renderBytes(), as: UTF8.self)
+    }
+
+    /// `render()` as UTF-8 bytes, for writing out without a String copy of a large script.
+    public func renderBytes() -> [UInt8] {
+        (try? renderInternal(strict: false).bytes) ?? []
     }
 
     /// Like `render()`, but throws if a rule cannot be expressed as nft text.
     public func renderChecked() throws -> String {
-        try renderInternal(strict: true)
+        try renderInternal(strict: true).string
     }
 
     /// A script that replaces the tables atomically: each table is created if missing, then
@@ -45,12 +50,12 @@ extension NftRuleset {
         return out + render()
     }
 
-    private func renderInternal(strict: Bool) throws -> String {
+    private func renderInternal(strict: Bool) throws -> NftTextBytes {
         var out = NftTextBytes()
         for t in sortedTables {
             try t.render(into: &out, strict: strict)
         }
-        return out.string
+        return out
     }
 }
 

@@ -56,20 +56,25 @@ struct Pipeline {
     }
 
     func render() throws -> String {
+        String(decoding: try renderBytes(), as: UTF8.self)
+    }
+
+    /// The rendered rules as UTF-8 bytes (what `render` writes: no String copy of a large script).
+    func renderBytes() throws -> [UInt8] {
         switch options.backend {
         case .iptables:
             let rs = try iptables()
             defer { Parallel.releaseInBackground(rs) }
-            return Timing.measure("render text") { rs.render(withJumps: options.withJumps) }
+            return Timing.measure("render text") { rs.renderBytes(withJumps: options.withJumps) }
         case .nftables:
             let rs = try nftables()
             defer { Parallel.releaseInBackground(rs) }
-            return Timing.measure("render text") { rs.render() }
+            return Timing.measure("render text") { rs.renderBytes() }
         case .ipvs:
             let config = try ipvs()
             return Timing.measure("render text") {
-                if let section = options.section { return config.render(section.section, withJumps: options.withJumps) }
-                return config.render(withJumps: options.withJumps)
+                if let section = options.section { return Array(config.render(section.section, withJumps: options.withJumps).utf8) }
+                return Array(config.render(withJumps: options.withJumps).utf8)
             }
         }
     }
@@ -93,8 +98,8 @@ struct Render: ParsableCommand {
     @OptionGroup var options: CompileOptions
 
     func run() throws {
-        let text = try Pipeline(options: options).render()
-        FileHandle.standardOutput.write(Data(text.utf8))
+        let bytes = try Pipeline(options: options).renderBytes()
+        writeStandardOutput(bytes)
     }
 }
 
@@ -155,5 +160,16 @@ enum Timing {
     static func report(_ what: String, seconds: Double) {
         guard enabled else { return }
         warn("timing: \(what): \(String(format: "%.1f", seconds * 1000)) ms")
+    }
+}
+
+/// Writes all of `bytes` to standard output (retrying short writes; a closed pipe ends it).
+func writeStandardOutput(_ bytes: [UInt8]) {
+    bytes.withUnsafeBytes { buf in
+        var off = 0
+        while off < buf.count {
+            let n = write(1, buf.baseAddress! + off, buf.count - off)
+            if n > 0 { off += n } else if n < 0 && errno == EINTR { continue } else { return }
+        }
     }
 }
