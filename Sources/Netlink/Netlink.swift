@@ -110,6 +110,18 @@ public final class NftNetlink: NftKernel {
 
     // MARK: dump
 
+    public func tableIDs() throws -> [NftTableID] {
+        var ids: [NftTableID] = []
+        try dump(NFT_MSG_GETTABLE.rawValue, UInt8(AF_UNSPEC), build: { _ in }, each: { h in
+            let t = nftnl_table_alloc()!
+            defer { nftnl_table_free(t) }
+            guard nftnl_table_nlmsg_parse(h, t) >= 0, let name = nftnl_table_get_str(t, A(NFTNL_TABLE_NAME)),
+                  let family = NftFamily(netlinkValue: UInt8(truncatingIfNeeded: nftnl_table_get_u32(t, A(NFTNL_TABLE_FAMILY)))) else { return }
+            ids.append(NftTableID(family, String(cString: name)))
+        }, what: "tables")
+        return ids
+    }
+
     public func dumpTable(_ id: NftTableID) throws -> NftTable? {
         try dumpTable(id, only: nil)
     }

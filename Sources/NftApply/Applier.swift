@@ -130,6 +130,9 @@ public final class NftApplier {
         /// (from the saved digests) to equal the desired one. Those are left out of both sides
         /// of the diff.
         public var equalChains: [NftTableID: [Bool]] = [:]
+        /// Tables whose fingerprint equals the saved one: the kernel holds exactly the desired
+        /// table. Not in `tables`; left out of the diff altogether.
+        public var unchangedTables: Set<NftTableID> = []
     }
 
     /// Reads the current state of the desired tables (consistent with `generation`): from the
@@ -139,9 +142,10 @@ public final class NftApplier {
         encoded = [:]
         defer { desiredDigests = nil; encoded = [:] }
         let state = try readState(desired)
-        guard !state.equalChains.isEmpty else { return (state.generation, state.tables) }
+        guard !state.equalChains.isEmpty || !state.unchangedTables.isEmpty else { return (state.generation, state.tables) }
         // Put the desired chains back in for the ones known to be equal.
         var tables = state.tables
+        for t in desired.tables where state.unchangedTables.contains(t.id) { tables[t.id] = t }
         for t in desired.tables {
             guard let eq = state.equalChains[t.id], tables[t.id] != nil else { continue }
             tables[t.id]!.chains += zip(t.chains, eq).filter { $0.1 }.map { $0.0 }
@@ -176,12 +180,17 @@ public final class NftApplier {
         }
     }
 
-    /// The digests of the desired tables (computed once per desired ruleset and apply).
-    private func digests(_ desired: NftRuleset) -> [NftTableID: NftTableDigests] {
+    /// The digests of the desired tables (computed once per desired ruleset and apply); those
+    /// of the tables in `reused` are taken as they are.
+    private func digests(_ desired: NftRuleset, reusing reused: [NftTableID: NftTableDigests] = [:]) -> [NftTableID: NftTableDigests] {
         if let d = desiredDigests, desired.tables.allSatisfy({ d[$0.id] != nil }) { return d }
         return timed("digest") {
-            var d = [NftTableID: NftTableDigests]()
-            for t in desired.tables { d[t.id] = NftTableDigests(t) }
+            var d = reused
+            for t in desired.tables where d[t.id] == nil {
+                var td = NftTableDigests(t)
+                td.fingerprint = desired.fingerprints[t.id]
+                d[t.id] = td
+            }
             desiredDigests = d
             return d
         }
@@ -199,10 +208,16 @@ public final class NftApplier {
               desired.tables.allSatisfy({ saved.tables.keys.contains($0.id) }) else { return nil }
         let gen = try kernel.generation()
         guard gen == saved.generation else { return nil }
-        let want = digests(desired)
-        var state = CurrentState(generation: gen, tables: [:])
-        var dumpedChains = 0, dumpedSets = 0
+        // A table built from the same plan values as the one committed is that table.
+        var reused = [NftTableID: NftTableDigests]()
         for t in desired.tables {
+            if let f = desired.fingerprints[t.id], let was = saved.tables[t.id] ?? nil, was.fingerprint == f { reused[t.id] = was }
+        }
+        let want = digests(desired, reusing: reused)
+        var state = CurrentState(generation: gen, tables: [:])
+        state.unchangedTables = Set(reused.keys)
+        var dumpedChains = 0, dumpedSets = 0
+        for t in desired.tables where reused[t.id] == nil {
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
             guard let (unchanged, needChains, changedDesired) = was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder)
@@ -250,7 +265,7 @@ public final class NftApplier {
         guard try kernel.generation() == gen else { return nil }
         lastReadSource = .savedState(chains: dumpedChains, sets: dumpedSets)
         lastLoaded = saved
-        if state.equalChains.isEmpty { remember(gen, desired, state.tables) } else { known = nil }
+        if state.equalChains.isEmpty && state.unchangedTables.isEmpty { remember(gen, desired, state.tables) } else { known = nil }
         return state
     }
 
@@ -272,12 +287,22 @@ public final class NftApplier {
 
     /// The diff of the desired ruleset against a state read by `readState`.
     private func diff(_ desired: NftRuleset, _ state: CurrentState) throws -> NftPlan {
-        guard !state.equalChains.isEmpty else {
+        guard !state.equalChains.isEmpty || !state.unchangedTables.isEmpty else {
             return try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion)
         }
-        try timed("validate") { for t in desired.tables { try NftDiff.validate(t) } }
+        // Unchanged tables were valid when committed: only the others are validated and diffed.
         var restricted = desired
         var equal = NftObjectCounts()
+        restricted.tables = desired.tables.filter { t in
+            guard state.unchangedTables.contains(t.id) else { return true }
+            equal.tables += 1
+            equal.chains += t.chains.count
+            equal.sets += t.sets.count
+            for c in t.chains { equal.rules += c.rules.count }
+            for s in t.sets { equal.elements += s.elements.count }
+            return false
+        }
+        try timed("validate") { for t in restricted.tables { try NftDiff.validate(t) } }
         for i in restricted.tables.indices {
             guard let mask = state.equalChains[restricted.tables[i].id] else { continue }
             var kept: [NftChain] = []
@@ -287,8 +312,11 @@ public final class NftApplier {
             restricted.tables[i].chains = kept
         }
         var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: state.tables, kernel: kernelVersion, validate: false) }
+        plan.unchanged.tables += equal.tables
         plan.unchanged.chains += equal.chains
         plan.unchanged.rules += equal.rules
+        plan.unchanged.sets += equal.sets
+        plan.unchanged.elements += equal.elements
         return plan
     }
 
@@ -301,6 +329,8 @@ public final class NftApplier {
         for t in desired.tables {
             guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
             for c in deferred[t.id] ?? [] { d.chains.append(c.name, NftDigest.chain(c)) }
+            // The chains left for deletion must be seen by the next apply's diff.
+            if deferred[t.id]?.isEmpty == false { d.fingerprint = nil }
             saved.tables[t.id] = .some(d)
             let before = lastLoaded?.elements[t.id] ?? [:], made = encoded[t.id] ?? [:]
             let sets = t.sets.filter { !$0.elements.isEmpty }
@@ -335,7 +365,20 @@ public final class NftApplier {
         desiredDigests = nil
         encoded = [:]
         defer { desiredDigests = nil; encoded = [:] }
-        return try diff(desired, try readState(desired))
+        var plan = try diff(desired, try readState(desired))
+        try deleteStaleShards(desired, into: &plan)
+        return plan
+    }
+
+    /// Adds the deletion of our shard tables that `desired` no longer names (fewer shards
+    /// than the last apply) to `plan`.
+    private func deleteStaleShards(_ desired: NftRuleset, into plan: inout NftPlan) throws {
+        guard desired.shardTablePrefix != nil else { return }
+        for id in try kernel.tableIDs().filter(desired.isStaleShard).sorted() {
+            plan.changes.append(.deleteTable(id))
+            plan.removed.tables += 1
+            plan.listing.append("delete table \(id.family.rawValue) \(id.name) (shard no longer used)")
+        }
     }
 
     /// Makes the kernel's tables equal to `desired` (only the tables it names).
@@ -351,7 +394,8 @@ public final class NftApplier {
             phases = []
             let state = try timed("read") { try readState(desired) }
             report.read = lastReadSource
-            let plan = try timed("plan") { try diff(desired, state) }
+            var plan = try timed("plan") { try diff(desired, state) }
+            try deleteStaleShards(desired, into: &plan)
             report.added = plan.added
             report.changed = plan.changed
             report.removed = plan.removed
@@ -367,7 +411,7 @@ public final class NftApplier {
                     remember(state.generation, desired, tables)
                     switch lastReadSource {
                     case .kernel, .savedState(chains: 1..., sets: _), .savedState(chains: _, sets: 1...):
-                        save(state.generation, desired, state.tables)
+                        save(state.generation, desired, tables)
                     default:
                         break   // the saved state already says this
                     }
@@ -413,6 +457,29 @@ public final class NftApplier {
                 // Planned from a saved state that proved wrong: plan again from the kernel.
                 known = nil
                 stateStore.save(nil)
+                continue
+            }
+        }
+        throw NftApplyError.tooManyRestarts(maxAttempts)
+    }
+
+    /// Deletes our shard tables of `table` (`TABLE-services-NN`, families ip and ip6) in one
+    /// batch; returns them.
+    @discardableResult
+    public func cleanupShards(table: String, prefix: String) throws -> [NftTableID] {
+        let mine = NftRuleset(tables: [NftTable(family: .ip, name: table), NftTable(family: .ip6, name: table)])
+        var probe = mine
+        probe.shardTablePrefix = prefix
+        stateStore.save(nil)
+        for _ in 1...max(1, maxAttempts) {
+            let gen = try kernel.generation()
+            known = nil
+            let ids = try kernel.tableIDs().filter(probe.isStaleShard).sorted()
+            guard !ids.isEmpty else { return [] }
+            do {
+                _ = try kernel.commit(ids.map { .deleteTable($0) }, generation: gen)
+                return ids
+            } catch NftKernelError.generationChanged {
                 continue
             }
         }

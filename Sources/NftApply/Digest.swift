@@ -313,6 +313,8 @@ public struct NftTableDigests: Sendable, Equatable {
     public var sets: [String: UInt64]
     /// The desired table's chain digests, in its chain order (not saved).
     public var chainOrder: [UInt64] = []
+    /// The fingerprint the table was built with (`NftRuleset.fingerprints`), if any.
+    public var fingerprint: UInt64?
 
     public init(header: UInt64, chains: NftChainDigests = NftChainDigests(), sets: [String: UInt64] = [:]) {
         self.header = header
@@ -329,6 +331,6 @@ public struct NftTableDigests: Sendable, Equatable {
     }
 
     public static func == (a: NftTableDigests, b: NftTableDigests) -> Bool {
-        a.header == b.header && a.chains == b.chains && a.sets == b.sets
+        a.header == b.header && a.chains == b.chains && a.sets == b.sets && a.fingerprint == b.fingerprint
     }
 }

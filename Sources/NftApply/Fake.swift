@@ -94,6 +94,8 @@ public final class FakeNftKernel: NftKernel {
 
     public func generation() throws -> UInt32 { generationID }
 
+    public func tableIDs() throws -> [NftTableID] { tables.keys.sorted() }
+
     public func dumpTable(_ id: NftTableID) throws -> NftTable? {
         dumpedTables.append(id)
         return tables[id]

@@ -144,6 +144,8 @@ public protocol NftKernel: AnyObject {
     /// sets with their elements (names that do not exist are left out), or nil if the table
     /// does not exist. Nothing else of the table is read.
     func dumpTable(_ id: NftTableID, chains: Set<String>, sets: Set<String>) throws -> NftTable?
+    /// The names of every table in the namespace (nothing else is read).
+    func tableIDs() throws -> [NftTableID]
     /// Commits the changes as ONE batch carrying `generation` (NFNL_BATCH_GENID).
     /// Throws `NftKernelError.generationChanged` on ERESTART and `.batchRefused` with
     /// per-change errors otherwise; in both cases nothing was applied.

@@ -72,6 +72,7 @@ public final class NftNoStateStore: NftStateStore {
 ///     scope <boot id>/netns-cookie-<cookie>   (or netns-<device>-<inode> before Linux 5.14)
 ///     generation <n>
 ///     table <family> <name> <header digest>      (or: absent <family> <name>)
+///     fingerprint <fingerprint>                  (only for a table built with one)
 ///     chains <length>                            followed by <length> bytes (`NftChainDigests`) and a newline
 ///     set <digest> <name>
 ///     elements <set digest> <definition digest> <length> <name>
@@ -198,6 +199,10 @@ public final class NftStateFile: NftStateStore {
                 let (digest, nameStart) = word(r, from: rest)
                 guard current != nil, let d = hex(digest), nameStart < r.upperBound else { return nil }
                 current!.1.sets[text(nameStart..<r.upperBound)] = d
+            case "fingerprint":
+                let (value, _) = word(r, from: rest)
+                guard current != nil, let f = hex(value) else { return nil }
+                current!.1.fingerprint = f
             case "chains":
                 let (length, _) = word(r, from: rest)
                 guard current != nil, let n = hex(length), n < UInt64(b.count), pos + Int(n) < b.count, b[pos + Int(n)] == 10,
@@ -244,6 +249,7 @@ public final class NftStateFile: NftStateStore {
                 continue
             }
             put("table \(id.family.rawValue) \(id.name) \(String(t.header, radix: 16))\n")
+            if let f = t.fingerprint { put("fingerprint \(String(f, radix: 16))\n") }
             put("chains \(String(t.chains.bytes.count, radix: 16))\n")
             out.append(contentsOf: t.chains.bytes)
             out.append(10)

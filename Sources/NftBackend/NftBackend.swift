@@ -11,8 +11,42 @@ import Parallel
 public enum NftBackend {
     public static let defaultTable = "kuberules"
 
-    public static func build(_ plans: [Plan], table: String = defaultTable) -> NftRuleset {
-        NftRuleset(tables: plans.map { buildTable($0, name: table) })
+    /// Most shards `--nft-shards` accepts.
+    public static let maxShards = 64
+
+    /// One table per family; with `shards` > 1, each family's services are split over that many
+    /// extra tables (see `buildTables`).
+    /// With a `fingerprintSalt` (something that changes with the kuberules build, so that a new
+    /// backend never trusts an old fingerprint), each table also gets a fingerprint of the plan
+    /// values it is built from (`NftRuleset.fingerprints`).
+    public static func build(_ plans: [Plan], table: String = defaultTable, shards: Int = 1, fingerprintSalt: UInt64? = nil) -> NftRuleset {
+        var r = NftRuleset()
+        r.shardTablePrefix = shardPrefix(table)
+        for p in plans {
+            let (tables, prints) = buildFamily(p, name: table, shards: shards, salt: fingerprintSalt)
+            r.tables += tables
+            for (t, f) in zip(tables, prints) { r.fingerprints[t.id] = f }
+        }
+        return r
+    }
+
+    /// `TABLE-services-`: shard k of a table is named this prefix and k in two digits.
+    public static func shardPrefix(_ table: String) -> String { table + "-services-" }
+
+    public static func shardName(_ table: String, _ k: Int) -> String {
+        shardPrefix(table) + (k < 10 ? "0" : "") + String(k)
+    }
+
+    /// The shard of a service port, from the first two characters of its name hash (base32).
+    static func shard(ofSuffix sfx: String, _ shards: Int) -> Int {
+        guard shards > 1 else { return 0 }
+        var v = 0
+        for c in sfx.utf8.prefix(2) { v = v * 32 + Int(c >= 97 ? c - 97 : c >= 65 ? c - 65 : c - 50 + 26) }
+        return v % shards
+    }
+
+    public static func buildTable(_ plan: Plan, name: String) -> NftTable {
+        buildTables(plan, name: name, shards: 1)[0]
     }
 
     /// The readable per-service-port name `ns/name/proto/port` and its 8-character hash prefix,
@@ -38,7 +72,23 @@ public enum NftBackend {
         s.utf8.count <= 120 ? s : String(decoding: Array(s.utf8.prefix(120)), as: UTF8.self)
     }
 
-    public static func buildTable(_ plan: Plan, name: String) -> NftTable {
+    /// The family's table `name`; with `shards` > 1 also `shards` tables `name-services-NN`
+    /// that take over service dispatch: each holds the dispatch maps, service chains and
+    /// affinity maps of the service ports hashed to it, with its own NAT base chains. The
+    /// kernel validates a whole table's chain graph on every commit that adds a jump, goto or
+    /// DNAT rule, so an endpoint change then costs one shard's validation, not all services'.
+    /// The NodePort dispatch runs at priority dstnat+1, after every shard's service-IP
+    /// dispatch, so a service IP still wins over a node port on the same address and port
+    /// as in one table.
+    public static func buildTables(_ plan: Plan, name: String, shards: Int) -> [NftTable] {
+        buildFamily(plan, name: name, shards: shards, salt: nil).tables
+    }
+
+    /// The family's tables and, with a salt, their fingerprints (aligned; the table's first):
+    /// the salt, the table name, the shard count and the plan's settings, then the
+    /// fingerprints of the service ports it holds (all of them for the main table).
+    static func buildFamily(_ plan: Plan, name: String, shards: Int, salt: UInt64?) -> (tables: [NftTable], fingerprints: [UInt64]) {
+        let shards = max(1, min(shards, maxShards))
         let family: NftFamily = plan.family == .ipv4 ? .ip : .ip6
         let addr: NftDataType = plan.family == .ipv4 ? .ipv4Addr : .ipv6Addr
         let daddr = NftField.daddr(family), saddr = NftField.saddr(family)
@@ -73,6 +123,8 @@ public enum NftBackend {
             let svc = plan.services[i]
             var pc = ServicePieces()
             let sfx = suffix(svc)
+            pc.shard = shard(ofSuffix: sfx, shards)
+            if salt != nil { pc.fingerprint = svc.fingerprint }
             let svcChain = "service-" + sfx, localChain = "local-" + sfx, extChain = "external-" + sfx
             let internalChain = svc.internalPolicyLocal ? localChain : svcChain
             let p = proto(svc.proto), port = UInt16(svc.port)
@@ -180,7 +232,12 @@ public enum NftBackend {
             }
             return pc
         }
+        var serviceIPShard = [Int](), nodePortShard = [Int]()
+        var shardChains = [[NftChain]](repeating: [], count: shards), shardMaps = [[NftSet]](repeating: [], count: shards)
         for pc in pieces {
+            serviceIPShard += repeatElement(pc.shard, count: pc.serviceIPs.count)
+            nodePortShard += repeatElement(pc.shard, count: pc.nodePorts.count)
+            shardChains[pc.shard] += pc.serviceChains; shardMaps[pc.shard] += pc.maps
             serviceIPs += pc.serviceIPs; nodePorts += pc.nodePorts
             noEndpointServices += pc.noEndpointServices; noEndpointNodePorts += pc.noEndpointNodePorts
             firewallIPs += pc.firewallIPs; firewallAllow += pc.firewallAllow
@@ -191,13 +248,17 @@ public enum NftBackend {
 
         // Two services claiming the same address and port (invalid, but possible in input):
         // the first by service port name wins, as a set holds each key once.
-        serviceIPs = unique(serviceIPs); nodePorts = unique(nodePorts)
+        let serviceIPOrder = uniqueOrder(serviceIPs), nodePortOrder = uniqueOrder(nodePorts)
+        serviceIPs = serviceIPOrder.map { serviceIPs[$0] }; nodePorts = nodePortOrder.map { nodePorts[$0] }
         noEndpointServices = unique(noEndpointServices); noEndpointNodePorts = unique(noEndpointNodePorts)
         firewallIPs = unique(firewallIPs); firewallAllow = unique(firewallAllow)
 
         // Shared sets and maps.
-        t.add(NftSet.vmap("service-ips", .types([addr, .inetProto, .inetService]), comment: "ClusterIP, external IP and LoadBalancer IP dispatch", elements: serviceIPs))
-        t.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: nodePorts))
+        let sharded = shards > 1
+        if !sharded {
+            t.add(NftSet.vmap("service-ips", .types([addr, .inetProto, .inetService]), comment: "ClusterIP, external IP and LoadBalancer IP dispatch", elements: serviceIPs))
+            t.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: nodePorts))
+        }
         t.add(NftSet.vmap("no-endpoint-services", .types([addr, .inetProto, .inetService]), comment: "service IPs without usable endpoints", elements: noEndpointServices))
         t.add(NftSet.vmap("no-endpoint-nodeports", .types([.inetProto, .inetService]), comment: "node ports without usable endpoints", elements: noEndpointNodePorts))
         t.add(NftSet.set("cluster-ips", .types([addr]), comment: "active ClusterIPs", elements: clusterIPs.sorted().map { .element(value($0)) }))
@@ -205,21 +266,27 @@ public enum NftBackend {
         t.add(NftSet.set("firewall-allow", .types([addr, .inetProto, .inetService, addr]), flags: .interval, comment: "allowed sources per LoadBalancer IP", elements: firewallAllow))
         t.add(NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: sortedUnique(hairpin).map { .element(value($0), value($0)) }))
         var nodePortMatch: NftStatement
+        var nodePortIPs: NftSet?
         switch plan.nodePorts {
         case .all:
             nodePortMatch = .fibDaddrType(.local)
         case .addresses(let ips):
-            t.add(NftSet.set("nodeport-ips", .types([addr]), comment: "node addresses that accept NodePorts", elements: ips.map { .element(value($0)) }))
+            nodePortIPs = NftSet.set("nodeport-ips", .types([addr]), comment: "node addresses that accept NodePorts", elements: ips.map { .element(value($0)) })
+            t.add(nodePortIPs!)
             nodePortMatch = .lookup([daddr], set: "nodeport-ips")
         }
-        for m in maps { t.add(m) }
+        if !sharded { for m in maps { t.add(m) } }
 
         // Fixed chains.
         let loopback = plan.family == .ipv4 ? "127.0.0.0/8" : "::1/128"
         var nodePortRule = [nodePortMatch]
         if case .all = plan.nodePorts { nodePortRule.append(.matchPrefix(daddr, loopback, .neq)) }
-        t.add(.base("nat-prerouting", type: .nat, hook: .prerouting, priority: -100, rules: [NftRule(.jump("services"))]))
-        t.add(.base("nat-output", type: .nat, hook: .output, priority: -100, rules: [NftRule(.jump("services"))]))
+        let serviceIPRule = NftRule(.vmap([daddr, .l4proto, .thDport], map: "service-ips"))
+        let nodePortDispatch = NftRule(statements: nodePortRule + [.vmap([.l4proto, .thDport], map: "service-nodeports")])
+        if !sharded {
+            t.add(.base("nat-prerouting", type: .nat, hook: .prerouting, priority: -100, rules: [NftRule(.jump("services"))]))
+            t.add(.base("nat-output", type: .nat, hook: .output, priority: -100, rules: [NftRule(.jump("services"))]))
+        }
         t.add(.base("nat-postrouting", type: .nat, hook: .postrouting, priority: 100, rules: [NftRule(.jump("masquerading"))]))
         let firewall = NftRule(.lookup([daddr, .l4proto, .thDport], set: "firewall-ips"),
                                .lookup([daddr, .l4proto, .thDport, saddr], set: "firewall-allow", invert: true, intervalConcat: true),
@@ -238,19 +305,61 @@ public enum NftBackend {
         t.add(NftChain(name: "nodeport-endpoints-check", rules: [NftRule(statements: nodePortRule + [.vmap([.l4proto, .thDport], map: "no-endpoint-nodeports")])]))
         t.add(NftChain(name: "cluster-ips-check", rules: [NftRule(.lookup([daddr], set: "cluster-ips"), .reject(for: family), comment: "unknown port of a ClusterIP")]))
         t.add(NftChain(name: "reject-chain", rules: [NftRule(.reject(for: family))]))
-        t.add(NftChain(name: "services", rules: [
-            NftRule(.vmap([daddr, .l4proto, .thDport], map: "service-ips")),
-            NftRule(statements: nodePortRule + [.vmap([.l4proto, .thDport], map: "service-nodeports")]),
-        ]))
-        t.add(NftChain(name: "mark-for-masquerade", rules: [NftRule(.setMark(.or(mark)))]))
+        if !sharded { t.add(NftChain(name: "services", rules: [serviceIPRule, nodePortDispatch])) }
+        let markForMasquerade = NftChain(name: "mark-for-masquerade", rules: [NftRule(.setMark(.or(mark)))])
+        t.add(markForMasquerade)
         t.add(NftChain(name: "masquerading", rules: [
             NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin"),
             NftRule(.matchBits(.mark, mask: mark, .eq, 0), .return),
             NftRule(.setMark(.xor(mark))),
             NftRule(.masquerade(fullyRandom: true)),
         ]))
-        for c in serviceChains { t.add(c) }
-        return t
+        var prints = [UInt64]()
+        if let salt {
+            var base = PlanHasher()
+            base.u64(salt); base.string(name); base.int(shards)
+            plan.feedSettings(&base)
+            var main = base
+            main.string("main")
+            var perShard = (0..<shards).map { k -> PlanHasher in
+                var h = base
+                h.string("shard"); h.int(k)
+                return h
+            }
+            for pc in pieces {
+                main.u64(pc.fingerprint)
+                perShard[pc.shard].u64(pc.fingerprint)
+            }
+            prints = [main.value] + (sharded ? perShard.map(\.value) : [])
+        }
+        guard sharded else {
+            for c in serviceChains { t.add(c) }
+            return ([t], prints)
+        }
+
+        // Shards: the dispatch maps' elements split by the shard of the service port they
+        // lead to (after the table-wide de-duplication above).
+        var shardServiceIPs = [[NftElement]](repeating: [], count: shards), shardNodePorts = shardServiceIPs
+        for (e, i) in zip(serviceIPs, serviceIPOrder) { shardServiceIPs[serviceIPShard[i]].append(e) }
+        for (e, i) in zip(nodePorts, nodePortOrder) { shardNodePorts[nodePortShard[i]].append(e) }
+        var tables = [t]
+        for k in 0..<shards {
+            var s = NftTable(family: family, name: shardName(name, k), comment: t.comment.map { $0 + "; services shard \(k) of \(shards)" })
+            s.add(NftSet.vmap("service-ips", .types([addr, .inetProto, .inetService]), comment: "ClusterIP, external IP and LoadBalancer IP dispatch", elements: shardServiceIPs[k]))
+            s.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: shardNodePorts[k]))
+            if let nodePortIPs { s.add(nodePortIPs) }
+            for m in shardMaps[k] { s.add(m) }
+            s.add(.base("nat-prerouting", type: .nat, hook: .prerouting, priority: -100, rules: [NftRule(.jump("services"))]))
+            s.add(.base("nat-output", type: .nat, hook: .output, priority: -100, rules: [NftRule(.jump("services"))]))
+            s.add(.base("nodeports-prerouting", type: .nat, hook: .prerouting, priority: -99, rules: [NftRule(.jump("nodeports"))]))
+            s.add(.base("nodeports-output", type: .nat, hook: .output, priority: -99, rules: [NftRule(.jump("nodeports"))]))
+            s.add(NftChain(name: "services", rules: [serviceIPRule]))
+            s.add(NftChain(name: "nodeports", rules: [nodePortDispatch]))
+            s.add(markForMasquerade)
+            for c in shardChains[k] { s.add(c) }
+            tables.append(s)
+        }
+        return (tables, prints)
     }
 
     /// A uniform choice among N terminal statements: the i-th is taken with probability 1/(N-i)
@@ -262,6 +371,8 @@ public enum NftBackend {
         var noEndpointServices = [NftElement](), noEndpointNodePorts = [NftElement]()
         var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
         var clusterIP: IPAddress?
+        var shard = 0
+        var fingerprint: UInt64 = 0
         var hairpin = [IPAddress]()
         var serviceChains = [NftChain]()
         var maps = [NftSet]()
@@ -292,25 +403,25 @@ public enum NftBackend {
     }
 
     static func unique(_ elements: [NftElement]) -> [NftElement] {
-        // Sorted as the text renders them, so a netlink apply inserts in the same order as
-        // `nft -f` (the listing order of interval sets follows insertion order). The first
-        // element of each key is kept.
+        uniqueOrder(elements).map { elements[$0] }
+    }
+
+    /// The indices of `unique(elements)`: sorted as the text renders them, so a netlink apply
+    /// inserts in the same order as `nft -f` (the listing order of interval sets follows
+    /// insertion order); the first element of each key is kept.
+    static func uniqueOrder(_ elements: [NftElement]) -> [Int] {
         if let flat = flatKeys(elements) {
             // One byte string per key: a sort of indices, no key arrays walked per comparison.
             let order = elements.indices.sorted { a, b in
                 flat[a] == flat[b] ? a < b : flat[a].lexicographicallyPrecedes(flat[b])
             }
-            var out = [NftElement]()
+            var out = [Int]()
             out.reserveCapacity(elements.count)
-            var last: Int?
-            for i in order where last.map({ flat[$0] != flat[i] }) ?? true {
-                out.append(elements[i])
-                last = i
-            }
+            for i in order where out.last.map({ flat[$0] != flat[i] }) ?? true { out.append(i) }
             return out
         }
         var seen = Set<NftElementKey>()
-        return elements.filter { seen.insert($0.key).inserted }.sorted { $0.key < $1.key }
+        return elements.indices.filter { seen.insert(elements[$0].key).inserted }.sorted { elements[$0].key < elements[$1].key }
     }
 
     /// Each element's key as start bytes then end bytes, when that orders and identifies them

@@ -43,6 +43,17 @@ public enum NftFamily: String, Sendable, Hashable, CaseIterable, Comparable {
 /// A whole desired (or dumped) ruleset: one or more tables.
 public struct NftRuleset: Sendable, Hashable {
     public var tables: [NftTable]
+    /// Name prefix of our shard tables (`TABLE-services-`): a table of a desired family named
+    /// this prefix and digits that is not in `tables` is ours and stale, and apply deletes it.
+    /// Not rendered.
+    public var shardTablePrefix: String?
+    /// Per table, a fingerprint of what it was built from (see `NftBackend.build`): apply
+    /// skips a table whose fingerprint equals the one saved with the last commit. Not rendered;
+    /// not part of equality.
+    public var fingerprints: [NftTableID: UInt64] = [:]
+
+    public static func == (a: NftRuleset, b: NftRuleset) -> Bool { a.tables == b.tables }
+    public func hash(into h: inout Hasher) { h.combine(tables) }
 
     public init(tables: [NftTable] = []) {
         self.tables = tables
@@ -51,6 +62,14 @@ public struct NftRuleset: Sendable, Hashable {
     /// The table with this family and name, if present.
     public func table(_ family: NftFamily, _ name: String) -> NftTable? {
         tables.first { $0.family == family && $0.name == name }
+    }
+
+    /// Whether `id` is a shard table of ours that `tables` does not name.
+    public func isStaleShard(_ id: NftTableID) -> Bool {
+        guard let p = shardTablePrefix, id.name.hasPrefix(p), id.name.utf8.count > p.utf8.count,
+              id.name.utf8.dropFirst(p.utf8.count).allSatisfy({ $0 >= 48 && $0 <= 57 }),
+              tables.contains(where: { $0.family == id.family }) else { return false }
+        return !tables.contains { $0.id == id }
     }
 
     /// Tables sorted by (family, name): the order used by render and diff.

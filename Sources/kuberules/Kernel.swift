@@ -150,7 +150,8 @@ struct Cleanup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove our rules from the kernel, and nothing else.",
         discussion: """
-        nftables: deletes the tables `ip TABLE` and `ip6 TABLE` (default kuberules). Other tables
+        nftables: deletes the tables `ip TABLE` and `ip6 TABLE` (default kuberules) and their
+        shard tables `TABLE-services-NN` (--nft-shards). Other tables
         (kube-proxy's, Docker's, firewalld's) are not read or touched.
 
         iptables: removes the jumps into our chains from the built-in chains, then flushes and
@@ -199,6 +200,10 @@ struct Cleanup: ParsableCommand {
                 removed.append("\(family.rawValue) \(table)")
             }
         }
+        let shards = try kernelOperation("deleting the shard tables of \(table)") {
+            try applier.cleanupShards(table: table, prefix: NftBackend.shardPrefix(table))
+        }
+        removed += shards.map { "\($0.family.rawValue) \($0.name)" }
         print(removed.isEmpty ? "nothing to remove" : "removed table " + removed.joined(separator: ", table "))
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KubeModel
 import KubePlan
+import NftBackend
 import IpvsBackend
 
 /// Exit codes: 0 ok, 1 differences found, 2 bad input or usage, 3 kernel failure.
@@ -91,6 +92,9 @@ struct CompileOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("nftables: the name of our table in each family.", valueName: "name"))
     var table: String = "kuberules"
 
+    @Option(name: .long, help: ArgumentHelp("nftables: split service dispatch over this many extra tables per family (TABLE-services-NN, 1 to \(NftBackend.maxShards); 1: none). A change then makes the kernel re-validate one shard instead of every service: use 16 at 10,000 services.", valueName: "n"))
+    var nftShards: Int = 1
+
     @Flag(name: .long, help: "Leave invalid objects out with a warning instead of failing (as kube-proxy does).")
     var skipInvalid = false
 
@@ -123,6 +127,7 @@ struct CompileOptions: ParsableArguments {
 
     func validate() throws {
         if table.isEmpty || table.utf8.count > 255 { throw ValidationError("--table: a table name is 1 to 255 characters") }
+        if nftShards < 1 || nftShards > NftBackend.maxShards { throw ValidationError("--nft-shards: 1 to \(NftBackend.maxShards)") }
         if section != nil && backend != .ipvs { throw ValidationError("--section: only with --backend ipvs") }
         if inputs.isEmpty { throw ValidationError("at least one input (a file, a directory or - for stdin) is required") }
         for ip in nodeIPs where IPAddress(ip) == nil {

@@ -45,7 +45,18 @@ struct Pipeline {
     func nftables() throws -> NftRuleset {
         let plans = try Timing.measure("load+plan") { try self.plans() }
         defer { Parallel.releaseInBackground(plans) }
-        return Timing.measure("nftables backend") { NftBackend.build(plans, table: options.table) }
+        return Timing.measure("nftables backend") { NftBackend.build(plans, table: options.table, shards: options.nftShards, fingerprintSalt: buildIdentity()) }
+    }
+
+    /// Identifies this kuberules executable (size, modification time, inode): table
+    /// fingerprints made by another build are never trusted.
+    func buildIdentity() -> UInt64 {
+        var st = stat()
+        guard stat("/proc/self/exe", &st) == 0 else { return UInt64.random(in: 0...UInt64.max) }
+        var h = PlanHasher()
+        h.u64(UInt64(st.st_size)); h.u64(UInt64(st.st_mtim.tv_sec)); h.u64(UInt64(st.st_mtim.tv_nsec))
+        h.u64(UInt64(st.st_ino)); h.u64(UInt64(st.st_dev))
+        return h.value
     }
 
     func ipvs() throws -> IpvsConfig {

@@ -54,7 +54,7 @@ final class DataPathTests: XCTestCase {
         only("client-lb-allowed", ["pod1@192.168.50.100": 6], "the allowed source reaches the LB IP")
         only("client-lb-blocked", ["TimeoutError": 2], "a source outside loadBalancerSourceRanges is dropped")
         only("pod-noendpoints", ["ConnectionRefusedError": 3], "no endpoints: REJECT at once, not a timeout")
-        if mode == "nftables" {  // kube-proxy's iptables mode has no such rule; its nftables mode does
+        if mode.hasPrefix("nftables") {  // kube-proxy's iptables mode has no such rule; its nftables mode does
             only("pod-unknownport", ["ConnectionRefusedError": 2], "an unknown port of a ClusterIP is refused")
         }
         XCTAssertEqual(f["pod-affinity"]?.count, 1, "\(mode): ClientIP affinity must stick to one endpoint: \(f["pod-affinity"] ?? [:])")
@@ -65,6 +65,12 @@ final class DataPathTests: XCTestCase {
 
     func testNftables() throws {
         check(try run("nft"), "nftables")
+    }
+
+    /// The same flows with service dispatch split over 4 shard tables, applied with a state
+    /// directory (the change is planned from fingerprints and saved digests).
+    func testNftablesSharded() throws {
+        check(try run("nft-sharded"), "nftables (4 shards)")
     }
 
     func testIptables() throws {

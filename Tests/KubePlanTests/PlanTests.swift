@@ -117,3 +117,39 @@ final class PlanTests: XCTestCase {
         XCTAssertEqual(node(proxy).nodePortSelection(.ipv4).0, .addresses([IPAddress("192.168.0.2")!]))
     }
 }
+
+/// `PlanHasher` coverage: a new stored property must be fed to the fingerprint (or excluded
+/// there on purpose), or apply could trust a table that changed.
+final class FingerprintCoverageTests: XCTestCase {
+    func storedProperties(_ v: Any) -> [String] { Mirror(reflecting: v).children.compactMap(\.label) }
+
+    func testEveryStoredPropertyIsFingerprinted() {
+        let ep = PlannedEndpoint(ip: IPAddress("10.0.0.1")!, port: 80, isLocal: false, ready: true, serving: true, terminating: false)
+        XCTAssertEqual(storedProperties(ep), ["ip", "port", "isLocal", "ready", "serving", "terminating", "zoneHints", "nodeHints", "hostPort"],
+                       "update PlannedEndpoint.feed")
+        var c = Cluster()
+        var svc = Service(ref: ObjectRef(kind: "Service", namespace: "ns", name: "a", file: "f"))
+        svc.clusterIPs = [IPAddress("10.96.0.1")!]
+        svc.ports = [ServicePort(name: "p", proto: .tcp, port: 80)]
+        c.services = [svc]
+        let plan = Planner.plan(cluster: c, node: NodeConfig(nodeName: "n"), family: .ipv4)
+        XCTAssertEqual(storedProperties(plan.services[0]), [
+            "name", "proto", "clusterIP", "port", "nodePort", "externalIPs", "loadBalancerIPs", "sourceRanges",
+            "healthCheckNodePort", "affinityTimeout", "internalPolicyLocal", "externalPolicyLocal", "clusterEndpoints",
+            "localEndpoints", "reachableEndpoints", "hasEndpoints", "allowFromNode",
+        ], "update ServicePortPlan.fingerprint")
+        XCTAssertEqual(storedProperties(plan), [
+            "family", "nodeName", "services", "masqueradeBit", "masqueradeAll", "localDetector", "nodePorts",
+            "localhostNodePorts", "primaryNodeIP", "totalEndpoints", "ipvsScheduler", "nodeIPs",
+        ], "update Plan.feedSettings")
+
+        // Each field of a service port moves the fingerprint.
+        let base = plan.services[0].fingerprint
+        var m = plan.services[0]; m.port = 81; XCTAssertNotEqual(m.fingerprint, base)
+        m = plan.services[0]; m.affinityTimeout = 10; XCTAssertNotEqual(m.fingerprint, base)
+        m = plan.services[0]; m.allowFromNode.toggle(); XCTAssertNotEqual(m.fingerprint, base)
+        m = plan.services[0]; m.clusterEndpoints = [ep]; XCTAssertNotEqual(m.fingerprint, base)
+        m = plan.services[0]; m.localEndpoints = [ep]; XCTAssertNotEqual(m.fingerprint, base)
+        XCTAssertEqual(plan.services[0].fingerprint, base)
+    }
+}

@@ -499,7 +499,9 @@ final class SavedStateTests: XCTestCase {
         let file = NftStateFile(directory: dir + "/nested")
         XCTAssertNil(file.load())
         let t = NftRuleset.example().tables[0]
-        var tables: [NftTableID: NftTableDigests?] = [t.id: NftTableDigests(t)]
+        var digests = NftTableDigests(t)
+        digests.fingerprint = 0xfeed_0000_0000_beef
+        var tables: [NftTableID: NftTableDigests?] = [t.id: digests]
         tables[NftTableID(.ip6, "kuberules")] = .some(nil)
         var state = NftSavedState(scope: file.scope, generation: 42, tables: tables)
         for set in t.sets where !set.elements.isEmpty {
@@ -508,6 +510,7 @@ final class SavedStateTests: XCTestCase {
         XCTAssertEqual(state.elements[t.id]?.count, 7)
         file.save(state)
         XCTAssertEqual(file.load(), state)
+        XCTAssertEqual(file.load()?.tables[t.id]??.fingerprint, 0xfeed_0000_0000_beef)
         XCTAssertTrue(file.path.hasPrefix(dir + "/nested/nftables-netns-"), file.path)
         // A file that lost a line (or any byte) is no state: the last line vouches for the rest.
         let saved = try Data(contentsOf: URL(fileURLWithPath: file.path))

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Data-path test: real TCP/UDP through the rules kuberules applies. Usage: run.sh KUBERULES nft|ipt
+# Data-path test: real TCP/UDP through the rules kuberules applies. Usage: run.sh KUBERULES nft|nft-sharded|ipt
+# (nft-sharded: --nft-shards 4 with a state directory, so the second apply trusts fingerprints).
 #
 #   client ns (192.168.50.100 and .101) --veth-- node ns (192.168.50.1, kuberules rules)
 #                                                 |-- veth -- pod1 ns 10.244.0.2 (node-a)
@@ -54,6 +55,8 @@ ARGS="--node-name node-a --node-ip 192.168.50.1 --config $DIR/proxy-config.yaml 
 apply() {
   if [ "$MODE" = nft ]; then
     ip netns exec $N "$B" apply --backend nftables --ip-family ipv4 $ARGS "$1" >/dev/null || exit 3
+  elif [ "$MODE" = nft-sharded ]; then
+    ip netns exec $N "$B" apply --backend nftables --ip-family ipv4 --nft-shards 4 --state-dir "$STATE" $ARGS "$1" >/dev/null || exit 3
   else
     ip netns exec $N "$B" apply --backend iptables --state-dir "$STATE" $ARGS "$1" >/dev/null || exit 3
   fi
@@ -75,8 +78,8 @@ flow pod-unknownport       $P1 tcp 10.96.0.10 81 2
 flow pod-affinity          $P1 tcp 10.96.0.13 80 12
 apply "$DIR/slices-changed.yaml"
 flow pod-after-change      $P1 tcp 10.96.0.10 80 12
-if [ "$MODE" = nft ]; then
-  ip netns exec $N "$B" cleanup --backend nftables >/dev/null || exit 3
+if [ "$MODE" != ipt ]; then
+  ip netns exec $N "$B" cleanup --backend nftables --state-dir "$STATE" >/dev/null || exit 3
   echo "LEFT $(ip netns exec $N nft list ruleset | wc -l)"
 else
   ip netns exec $N "$B" cleanup --backend iptables --state-dir "$STATE" >/dev/null || exit 3

@@ -1,0 +1,157 @@
+import XCTest
+import KubeModel
+import KubePlan
+import NftModel
+@testable import NftApply
+@testable import NftBackend
+
+/// `--nft-shards`: service dispatch split over shard tables, table fingerprints, stale shards.
+final class ShardTests: XCTestCase {
+    /// 40 service ports: ClusterIP, NodePort every 4th, ClientIP affinity every 10th.
+    func cluster(changingEndpointOf changed: Int? = nil) -> Cluster {
+        var c = Cluster()
+        for i in 0..<40 {
+            var svc = Service(ref: ObjectRef(kind: "Service", namespace: "ns", name: "svc-\(i)", file: "f"))
+            svc.type = i % 4 == 0 ? .nodePort : .clusterIP
+            svc.clusterIPs = [IPAddress(v4: 0x0a60_0000 + UInt32(i))]
+            svc.ports = [ServicePort(name: "p", proto: i % 3 == 0 ? .udp : .tcp, port: 80, nodePort: i % 4 == 0 ? 30000 + i : 0)]
+            if i % 10 == 0 { svc.affinityTimeout = 600 }
+            c.services.append(svc)
+            var s = EndpointSlice(ref: ObjectRef(kind: "EndpointSlice", namespace: "ns", name: "svc-\(i)-1", file: "f"),
+                                  serviceName: svc.name, family: .ipv4)
+            s.ports = [EndpointPort(name: "p", port: 8080, proto: svc.ports[0].proto)]
+            s.endpoints = (0..<3).map { j in
+                Endpoint(address: IPAddress(v4: 0x0af4_0000 + UInt32(i * 8 + j + (changed == i && j == 0 ? 5 : 0))))
+            }
+            c.slices.append(s)
+        }
+        return c
+    }
+
+    func plan(_ c: Cluster) -> Plan {
+        Planner.plan(cluster: c, node: NodeConfig(nodeName: "node-a", nodeIPs: [IPAddress("192.168.1.10")!]), family: .ipv4)
+    }
+
+    func testShardsSplitDispatchAndHoldEveryServiceChainOnce() throws {
+        let p = plan(cluster())
+        let one = NftBackend.build([p]).tables
+        let four = NftBackend.build([p], shards: 4).tables
+        XCTAssertEqual(one.map(\.name), ["kuberules"])
+        XCTAssertEqual(four.map(\.name), ["kuberules", "kuberules-services-00", "kuberules-services-01", "kuberules-services-02", "kuberules-services-03"])
+        let single = one[0], main = four[0], shards = Array(four.dropFirst())
+        for t in four { XCTAssertNoThrow(try NftDiff.validate(t), t.name) }
+
+        // The main table keeps everything but dispatch.
+        let moved: Set<String> = ["services", "nat-prerouting", "nat-output"]
+        XCTAssertEqual(Set(main.chains.map(\.name)),
+                       Set(single.chains.map(\.name)).subtracting(moved).filter { !$0.contains("/") }, "per-service chains are named ns/name/proto/port")
+        XCTAssertNil(main.sets.first { $0.name == "service-ips" })
+        XCTAssertEqual(main.sets.first { $0.name == "hairpin" }, single.sets.first { $0.name == "hairpin" })
+
+        // Every service chain and affinity map is in exactly one shard, unchanged; the dispatch
+        // elements are split without loss, each in the shard of the chain it leads to.
+        let serviceChains = single.chains.filter { !main.chains.map(\.name).contains($0.name) && !moved.contains($0.name) }
+        for c in serviceChains {
+            XCTAssertEqual(shards.filter { $0.chains.contains(c) }.count, 1, c.name)
+        }
+        for m in single.sets where m.name.hasPrefix("affinity-") {
+            XCTAssertEqual(shards.filter { $0.sets.contains(m) }.count, 1, m.name)
+        }
+        for name in ["service-ips", "service-nodeports"] {
+            let all = single.sets.first { $0.name == name }!.elements
+            let split = shards.flatMap { s in s.sets.first { $0.name == name }!.elements }
+            XCTAssertEqual(Set(split.map(\.key)), Set(all.map(\.key)), name)
+            XCTAssertEqual(split.count, all.count, name)
+            for s in shards {
+                for e in s.sets.first(where: { $0.name == name })!.elements {
+                    guard case .verdict(let v)? = e.data, let target = v.chain else { continue }
+                    XCTAssertTrue(s.chains.contains { $0.name == target }, "\(name) element of \(s.name) leads out of its table")
+                }
+            }
+        }
+        XCTAssertGreaterThan(shards.filter { !$0.chains.filter { $0.name.hasPrefix("service-") }.isEmpty }.count, 2, "40 services spread")
+
+        // NodePort dispatch runs after every shard's service-IP dispatch.
+        let s0 = shards[0]
+        XCTAssertEqual(s0.chains.first { $0.name == "nat-prerouting" }?.base?.priority, -100)
+        XCTAssertEqual(s0.chains.first { $0.name == "nodeports-prerouting" }?.base?.priority, -99)
+        XCTAssertEqual(s0.chains.first { $0.name == "nodeports-output" }?.base?.priority, -99)
+    }
+
+    func testAServiceStaysInItsShardWhenOthersComeAndGo() {
+        var c = cluster()
+        let before = NftBackend.build([plan(c)], shards: 8).tables
+        c.services.removeFirst(5)
+        let after = NftBackend.build([plan(c)], shards: 8).tables
+        for t in after.dropFirst() {
+            for ch in t.chains where ch.name.hasPrefix("service-") {
+                XCTAssertTrue(before.first { $0.name == t.name }!.chains.contains { $0.name == ch.name }, ch.name)
+            }
+        }
+    }
+
+    func testFingerprintsChangeWithTheirTableOnly() {
+        let a = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1)
+        XCTAssertEqual(a.fingerprints.count, 5)
+        XCTAssertEqual(NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1).fingerprints, a.fingerprints, "stable")
+        XCTAssertTrue(NftBackend.build([plan(cluster())], shards: 4).fingerprints.isEmpty, "none without a salt")
+
+        let b = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 4, fingerprintSalt: 1)
+        let changed = a.tables.map(\.id).filter { a.fingerprints[$0] != b.fingerprints[$0] }
+        let shardOf7 = b.tables.first { t in t.chains.contains { $0.comment == "ns/svc-7:p" } }!.id
+        XCTAssertEqual(Set(changed), [NftTableID(.ip, "kuberules"), shardOf7])
+        // Tables whose fingerprint did not move are the same tables.
+        for t in a.tables where !changed.contains(t.id) { XCTAssertEqual(b.table(.ip, t.name), t) }
+
+        let other = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 2)
+        XCTAssertTrue(a.tables.allSatisfy { a.fingerprints[$0.id] != other.fingerprints[$0.id] }, "another build trusts none")
+    }
+
+    func testApplyTrustsEqualFingerprintsAndDeletesStaleShards() throws {
+        let k = FakeNftKernel()
+        let store = MemoryStateStore()
+        func applier() -> NftApplier {
+            let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
+            a.stateStore = store
+            return a
+        }
+        let foreign = NftTable(family: .ip, name: "kuberules-services-old")
+        k.install(foreign)
+        let first = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1)
+        XCTAssertEqual(try applier().apply(first).read, .kernel)
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), first)
+
+        // One endpoint changes: three shards are taken as they are, without a read or a diff.
+        let second = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 4, fingerprintSalt: 1)
+        let r = try applier().apply(second)
+        XCTAssertTrue(r.committed)
+        XCTAssertEqual(r.unchanged.tables, 5, "3 taken as they are, 2 diffed without a table-level change")
+        XCTAssertEqual(r.read, .savedState(chains: 1, sets: 0))
+        XCTAssertEqual(k.partiallyDumped.count, 1, "only the changed service chain is read back: \(k.partiallyDumped)")
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), second)
+        XCTAssertEqual(try applier().apply(second).committed, false, "then nothing to do")
+
+        // A table edited behind our back is caught through the generation, not trusted.
+        var edited = k.tables[NftTableID(.ip, "kuberules-services-00")]!
+        edited.chains[0].rules.append(NftRule(.drop))
+        k.install(edited)
+        let repaired = try applier().apply(second)
+        XCTAssertEqual(repaired.read, .kernel)
+        XCTAssertTrue(repaired.committed)
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), second)
+
+        // Fewer shards: the two no longer named are deleted; a foreign table with a
+        // similar name is not ours.
+        let two = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 2, fingerprintSalt: 1)
+        let shrink = try applier().apply(two)
+        XCTAssertEqual(shrink.removed.tables, 2)
+        XCTAssertTrue(shrink.listing.contains("delete table ip kuberules-services-03 (shard no longer used)"), "\(shrink.listing)")
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), two)
+        XCTAssertEqual(k.tables[foreign.id], foreign)
+
+        // Cleanup of the shards leaves the foreign table too.
+        XCTAssertEqual(try applier().cleanupShards(table: "kuberules", prefix: NftBackend.shardPrefix("kuberules")).map(\.name),
+                       ["kuberules-services-00", "kuberules-services-01"])
+        XCTAssertEqual(k.tables.keys.sorted().map(\.name), ["kuberules", "kuberules-services-old"])
+    }
+}
