@@ -132,14 +132,15 @@ public final class NftStateFile: NftStateStore {
 
     public func load() -> NftSavedState? {
         guard let f = fopen(path, "r") else { return nil }
-        var text = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            text.append(contentsOf: buf[0..<n])
+        defer { fclose(f) }
+        // One read into a buffer of the file's size (no growing copies of a 5 MB file).
+        var st = stat()
+        guard fstat(fileno(f), &st) == 0, st.st_size > 0, st.st_size < 1 << 32 else { return nil }
+        let size = Int(st.st_size)
+        let text = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+            count = fread(buf.baseAddress, 1, size, f)
         }
-        fclose(f)
+        guard text.count == size else { return nil }
         return text.withUnsafeBufferPointer { Self.parse($0) }
     }
 

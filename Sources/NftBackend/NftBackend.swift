@@ -79,7 +79,8 @@ public enum NftBackend {
     /// DNAT rule, so an endpoint change then costs one shard's validation, not all services'.
     /// The NodePort dispatch runs at priority dstnat+1, after every shard's service-IP
     /// dispatch, so a service IP still wins over a node port on the same address and port
-    /// as in one table.
+    /// as in one table. Each shard marks the hairpin traffic of its own endpoints at
+    /// srcnat-1, so an endpoint change leaves the main table alone.
     public static func buildTables(_ plan: Plan, name: String, shards: Int) -> [NftTable] {
         buildFamily(plan, name: name, shards: shards, salt: nil).tables
     }
@@ -233,7 +234,9 @@ public enum NftBackend {
             return pc
         }
         var serviceIPShard = [Int](), nodePortShard = [Int]()
+        let sharded = shards > 1
         var shardChains = [[NftChain]](repeating: [], count: shards), shardMaps = [[NftSet]](repeating: [], count: shards)
+        var shardHairpin = [[IPAddress]](repeating: [], count: shards)
         for pc in pieces {
             serviceIPShard += repeatElement(pc.shard, count: pc.serviceIPs.count)
             nodePortShard += repeatElement(pc.shard, count: pc.nodePorts.count)
@@ -242,7 +245,7 @@ public enum NftBackend {
             noEndpointServices += pc.noEndpointServices; noEndpointNodePorts += pc.noEndpointNodePorts
             firewallIPs += pc.firewallIPs; firewallAllow += pc.firewallAllow
             if let ip = pc.clusterIP { clusterIPs.insert(ip) }
-            hairpin += pc.hairpin
+            if sharded { shardHairpin[pc.shard] += pc.hairpin } else { hairpin += pc.hairpin }
             serviceChains += pc.serviceChains; maps += pc.maps
         }
 
@@ -254,7 +257,6 @@ public enum NftBackend {
         firewallIPs = unique(firewallIPs); firewallAllow = unique(firewallAllow)
 
         // Shared sets and maps.
-        let sharded = shards > 1
         if !sharded {
             t.add(NftSet.vmap("service-ips", .types([addr, .inetProto, .inetService]), comment: "ClusterIP, external IP and LoadBalancer IP dispatch", elements: serviceIPs))
             t.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: nodePorts))
@@ -264,7 +266,11 @@ public enum NftBackend {
         t.add(NftSet.set("cluster-ips", .types([addr]), comment: "active ClusterIPs", elements: clusterIPs.sorted().map { .element(value($0)) }))
         t.add(NftSet.set("firewall-ips", .types([addr, .inetProto, .inetService]), comment: "LoadBalancer IPs with source ranges", elements: firewallIPs))
         t.add(NftSet.set("firewall-allow", .types([addr, .inetProto, .inetService, addr]), flags: .interval, comment: "allowed sources per LoadBalancer IP", elements: firewallAllow))
-        t.add(NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: sortedUnique(hairpin).map { .element(value($0), value($0)) }))
+        func hairpinSet(_ ips: [IPAddress]) -> NftSet {
+            NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: sortedUnique(ips).map { .element(value($0), value($0)) })
+        }
+        let hairpinRule = NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin")
+        if !sharded { t.add(hairpinSet(hairpin)) }
         var nodePortMatch: NftStatement
         var nodePortIPs: NftSet?
         switch plan.nodePorts {
@@ -308,8 +314,7 @@ public enum NftBackend {
         if !sharded { t.add(NftChain(name: "services", rules: [serviceIPRule, nodePortDispatch])) }
         let markForMasquerade = NftChain(name: "mark-for-masquerade", rules: [NftRule(.setMark(.or(mark)))])
         t.add(markForMasquerade)
-        t.add(NftChain(name: "masquerading", rules: [
-            NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin"),
+        t.add(NftChain(name: "masquerading", rules: (sharded ? [] : [hairpinRule]) + [
             NftRule(.matchBits(.mark, mask: mark, .eq, 0), .return),
             NftRule(.setMark(.xor(mark))),
             NftRule(.masquerade(fullyRandom: true)),
@@ -349,6 +354,10 @@ public enum NftBackend {
             s.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: shardNodePorts[k]))
             if let nodePortIPs { s.add(nodePortIPs) }
             for m in shardMaps[k] { s.add(m) }
+            // The hairpin mark for this shard's endpoints, set before the main table's
+            // masquerading chain (srcnat) reads it.
+            s.add(hairpinSet(shardHairpin[k]))
+            s.add(.base("hairpin-postrouting", type: .nat, hook: .postrouting, priority: 99, rules: [hairpinRule]))
             s.add(.base("nat-prerouting", type: .nat, hook: .prerouting, priority: -100, rules: [NftRule(.jump("services"))]))
             s.add(.base("nat-output", type: .nat, hook: .output, priority: -100, rules: [NftRule(.jump("services"))]))
             s.add(.base("nodeports-prerouting", type: .nat, hook: .prerouting, priority: -99, rules: [NftRule(.jump("nodeports"))]))

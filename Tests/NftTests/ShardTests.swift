@@ -46,7 +46,12 @@ final class ShardTests: XCTestCase {
         XCTAssertEqual(Set(main.chains.map(\.name)),
                        Set(single.chains.map(\.name)).subtracting(moved).filter { !$0.contains("/") }, "per-service chains are named ns/name/proto/port")
         XCTAssertNil(main.sets.first { $0.name == "service-ips" })
-        XCTAssertEqual(main.sets.first { $0.name == "hairpin" }, single.sets.first { $0.name == "hairpin" })
+        // Hairpin marking moves to the shards, each for its own endpoints, before srcnat.
+        XCTAssertNil(main.sets.first { $0.name == "hairpin" })
+        XCTAssertEqual(main.chains.first { $0.name == "masquerading" }?.rules.count, 3)
+        XCTAssertEqual(Set(shards.flatMap { s in s.sets.first { $0.name == "hairpin" }!.elements }),
+                       Set(single.sets.first { $0.name == "hairpin" }!.elements))
+        XCTAssertEqual(shards[0].chains.first { $0.name == "hairpin-postrouting" }?.base?.priority, 99)
 
         // Every service chain and affinity map is in exactly one shard, unchanged; the dispatch
         // elements are split without loss, each in the shard of the chain it leads to.
@@ -100,6 +105,8 @@ final class ShardTests: XCTestCase {
         let changed = a.tables.map(\.id).filter { a.fingerprints[$0] != b.fingerprints[$0] }
         let shardOf7 = b.tables.first { t in t.chains.contains { $0.comment == "ns/svc-7:p" } }!.id
         XCTAssertEqual(Set(changed), [NftTableID(.ip, "kuberules"), shardOf7])
+        // An endpoint change leaves the main table's content alone.
+        XCTAssertEqual(b.table(.ip, "kuberules"), a.table(.ip, "kuberules"))
         // Tables whose fingerprint did not move are the same tables.
         for t in a.tables where !changed.contains(t.id) { XCTAssertEqual(b.table(.ip, t.name), t) }
 
