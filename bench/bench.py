@@ -4,7 +4,8 @@
 Environment: KUBERULES (binary, default .build/release/kuberules), BENCH_N (default "1000 10000";
 add 30000 where it fits), BENCH_M (endpoints per service, default 10), BENCH_SLOW=0 to skip the
 loads that take minutes (kube-proxy's nftables layout and iptables-nft-restore at 10k+),
-BENCH_LATENCY (service counts for the latency benchmark, default "100 10000").
+BENCH_LATENCY (service counts for the latency benchmark, default "100 10000"), BENCH_SHARDS (the
+--nft-shards of the sharded rows, default 16; 1 leaves them out).
 Needs root: every load goes into a network namespace created for it (`ip netns add`), removed after.
 Prints a Markdown report and writes it to .build/bench/report.md.
 """
@@ -16,6 +17,7 @@ NS = [int(x) for x in os.environ.get("BENCH_N", "1000 10000").split()]
 M = int(os.environ.get("BENCH_M", "10"))
 SLOW = os.environ.get("BENCH_SLOW", "1") == "1"
 LAT = [int(x) for x in os.environ.get("BENCH_LATENCY", "100 10000").split()]
+SHARDS = int(os.environ.get("BENCH_SHARDS", "16"))
 W = os.path.join(ROOT, ".build/bench")
 GEN = os.path.join(ROOT, "bench/gen.py")
 NODE = ["--node-name", "node-a", "--node-ip", "192.168.50.1"]
@@ -151,6 +153,8 @@ def bench_size(n):
         msgs, nbytes, ms = summary(text)
         out("| nftables: one endpoint changed, without saved state (`--state-dir ''`) | %.2f s | %d ms | %d | %d | %s |"
             % (wall, ms, msgs, nbytes, read_source(text)))
+    if SHARDS > 1:
+        bench_sharded(n, d, cluster)
     with Netns() as ns:
         state = os.path.join(d, "state")
         shutil.rmtree(state, ignore_errors=True)
@@ -162,6 +166,27 @@ def bench_size(n):
         out("| iptables (legacy) one endpoint changed: partial sync | %.2f s | | %s restore rules (%s of full) | %s |"
             % (wall2, p.group(1), "%.4f%%" % (100 * int(p.group(1)) / max(1, int(f.group(1)))), p.group(2)))
     out()
+
+def bench_sharded(n, d, cluster):
+    """The same applies with --nft-shards SHARDS: each change applied 5 times (and back), median and range."""
+    with Netns() as ns:
+        state = os.path.join(d, "nft-state-sharded")
+        shutil.rmtree(state, ignore_errors=True)
+        nft = [BIN, "apply", "--backend", "nftables", "--nft-shards", str(SHARDS), "--state-dir", state] + NODE
+        wall, _, text = ns.run(nft + [cluster])
+        msgs, nbytes, ms = summary(text)
+        out("| nftables `--nft-shards %d`: full apply into an empty namespace | %.2f s | %d ms | %d | %d | %s |"
+            % (SHARDS, wall, ms, msgs, nbytes, read_source(text)))
+        for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed"), (None, "nothing changed")):
+            walls, mss = [], []
+            for _ in range(5):
+                wall, _, text = ns.run(nft + [os.path.join(d, "cluster-%s.json" % change) if change else cluster])
+                msgs, nbytes, ms = summary(text)
+                walls.append(wall); mss.append(ms)
+                ns.run(nft + [cluster])
+            walls.sort(); mss.sort()
+            out("| nftables `--nft-shards %d`: %s (median of 5; range) | %.2f s | %d ms (%d–%d) | %d | %d | %s |"
+                % (SHARDS, what, walls[2], mss[2], mss[0], mss[-1], msgs, nbytes, read_source(text)))
 
 def latency(n, backend):
     """p50/p99 TCP connect time from a pod to a ClusterIP whose endpoint is another pod on the node."""
@@ -183,8 +208,9 @@ def latency(n, backend):
                                    "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
                                    "s.bind(('0.0.0.0',8080));s.listen(512)\nwhile True:\n c,_=s.accept();c.close()"])
         try:
-            if backend == "nftables":
-                node.run([BIN, "apply", "--backend", "nftables", "--ip-family", "ipv4"] + NODE + [cluster])
+            if backend.startswith("nftables"):
+                shards = ["--nft-shards", str(SHARDS)] if backend == "nftables-sharded" else []
+                node.run([BIN, "apply", "--backend", "nftables", "--ip-family", "ipv4"] + shards + NODE + [cluster])
             else:
                 rules = os.path.join(d, "rules-%d.iptables" % n)
                 timed([BIN, "render", "--backend", "iptables", "--with-jumps"] + NODE + [cluster], rules)
@@ -222,14 +248,17 @@ def latency_table():
     out("| first-packet latency: TCP connect to a ClusterIP, pod to pod through the node (3,000 connections after 500 to warm up) | p50 | p99 |")
     out("|---|---|---|")
     res = {}
-    for backend in ("nftables", "iptables"):
+    backends = ("nftables", "nftables-sharded", "iptables") if SHARDS > 1 else ("nftables", "iptables")
+    how = {"nftables": "kuberules apply", "nftables-sharded": "kuberules apply --nft-shards %d" % SHARDS,
+           "iptables": "iptables-legacy-restore of our rules"}
+    for backend in backends:
         for n in LAT:
             p50, p99 = latency(n, backend)
             res[(backend, n)] = p50
-            out("| %s (%s), %d services | %.0f µs | %.0f µs |" % (backend, "kuberules apply" if backend == "nftables" else "iptables-legacy-restore of our rules", n, p50, p99))
+            out("| %s (%s), %d services | %.0f µs | %.0f µs |" % (backend.split("-")[0], how[backend], n, p50, p99))
     if len(LAT) >= 2:
         lo, hi = LAT[0], LAT[-1]
-        for backend in ("nftables", "iptables"):
+        for backend in backends:
             out("| %s: p50 at %d services / at %d | %s | |" % (backend, hi, lo, ratio(res[(backend, hi)], res[(backend, lo)])))
     out()
 

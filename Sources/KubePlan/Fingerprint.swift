@@ -66,15 +66,26 @@ extension PlannedEndpoint {
 
 extension ServicePortPlan {
     /// A hash of every stored property.
-    public var fingerprint: UInt64 {
+    public var fingerprint: UInt64 { hash(endpointAddresses: true) }
+
+    /// The same without the endpoints themselves: of each endpoint list, only whether it is
+    /// empty. For a table that holds no endpoint (the sharded layout's main table), so that an
+    /// endpoint change leaves its fingerprint alone.
+    public var fingerprintWithoutEndpoints: UInt64 { hash(endpointAddresses: false) }
+
+    private func hash(endpointAddresses: Bool) -> UInt64 {
         var h = PlanHasher()
         h.string(name.namespace); h.string(name.name); h.string(name.port)
         h.u64(UInt64(proto.number)); h.ip(clusterIP); h.int(port); h.int(nodePort)
         h.ips(externalIPs); h.ips(loadBalancerIPs); h.cidrs(sourceRanges); h.int(healthCheckNodePort)
         h.int(affinityTimeout ?? -1); h.bool(internalPolicyLocal); h.bool(externalPolicyLocal)
         for list in [clusterEndpoints, localEndpoints, reachableEndpoints] {
-            h.int(list.count)
-            for ep in list { ep.feed(&h) }
+            if endpointAddresses {
+                h.int(list.count)
+                for ep in list { ep.feed(&h) }
+            } else {
+                h.bool(list.isEmpty)
+            }
         }
         h.bool(hasEndpoints); h.bool(allowFromNode)
         return h.value

@@ -106,6 +106,9 @@ public final class NftApplier {
     private var lastLoaded: NftSavedState?
     /// Encodings of desired sets made while reading the saved state (reused when saving).
     private var encoded: [NftTableID: [String: NftSavedElements]] = [:]
+    /// The tables the last read of the saved state took as they are (fingerprints): saved again
+    /// as stored.
+    private var reusedTables: Set<NftTableID> = []
     /// Phase timings of the running apply (see `NftApplyReport.phases`).
     private var phases: [(name: String, seconds: Double)] = []
 
@@ -154,6 +157,7 @@ public final class NftApplier {
     }
 
     func readState(_ desired: NftRuleset) throws -> CurrentState {
+        reusedTables = []
         if reuseCommittedState, let known, !Self.hasExpiringElements(desired),
            desired.tables.allSatisfy({ known.tables.keys.contains($0.id) }),
            try kernel.generation() == known.generation {
@@ -204,7 +208,7 @@ public final class NftApplier {
     /// nil when the saved state cannot be used.
     private func readSaved(_ desired: NftRuleset) throws -> CurrentState? {
         guard !(stateStore is NftNoStateStore), !Self.hasExpiringElements(desired),
-              let saved = timed("load state", { stateStore.load() }), saved.scope == stateStore.scope,
+              var saved = timed("load state", { stateStore.load() }), saved.scope == stateStore.scope,
               desired.tables.allSatisfy({ saved.tables.keys.contains($0.id) }) else { return nil }
         let gen = try kernel.generation()
         guard gen == saved.generation else { return nil }
@@ -216,8 +220,11 @@ public final class NftApplier {
         let want = digests(desired, reusing: reused)
         var state = CurrentState(generation: gen, tables: [:])
         state.unchangedTables = Set(reused.keys)
+        reusedTables = state.unchangedTables
         var dumpedChains = 0, dumpedSets = 0
         for t in desired.tables where reused[t.id] == nil {
+            guard saved.tables[t.id] != nil else { continue }
+            guard timed("load state", { stateStore.loadTable(t.id, into: &saved) }) else { return nil }
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
             guard let (unchanged, needChains, changedDesired) = was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder)
@@ -328,6 +335,11 @@ public final class NftApplier {
         var saved = NftSavedState(scope: stateStore.scope, generation: generation, tables: [:])
         for t in desired.tables {
             guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
+            if reusedTables.contains(t.id) && d.part != nil && deferred[t.id] == nil {
+                saved.tables[t.id] = .some(d)   // unchanged: its stored digests and elements stay
+                continue
+            }
+            d.part = nil
             for c in deferred[t.id] ?? [] { d.chains.append(c.name, NftDigest.chain(c)) }
             // The chains left for deletion must be seen by the next apply's diff.
             if deferred[t.id]?.isEmpty == false { d.fingerprint = nil }

@@ -315,6 +315,9 @@ public struct NftTableDigests: Sendable, Equatable {
     public var chainOrder: [UInt64] = []
     /// The fingerprint the table was built with (`NftRuleset.fingerprints`), if any.
     public var fingerprint: UInt64?
+    /// The digest of the state file part these digests were loaded from (`NftStateFile`); not
+    /// part of the value.
+    public var part: UInt64?
 
     public init(header: UInt64, chains: NftChainDigests = NftChainDigests(), sets: [String: UInt64] = [:]) {
         self.header = header

@@ -20,6 +20,9 @@ public struct NftSavedState: Sendable, Equatable {
     /// The elements of sets as committed (`NftElementCodec`), with the digest of the set they
     /// belong to: a set that changed is diffed against these instead of being dumped.
     public var elements: [NftTableID: [String: NftSavedElements]]
+    /// Tables whose chain and set digests and elements are not loaded yet (`tables` holds
+    /// their header and fingerprint): `NftStateStore.loadTable` loads them.
+    public var unloaded: Set<NftTableID> = []
 
     public init(scope: String, generation: UInt32, tables: [NftTableID: NftTableDigests?],
                 elements: [NftTableID: [String: NftSavedElements]] = [:]) {
@@ -54,8 +57,16 @@ public protocol NftStateStore: AnyObject {
     /// The namespace and boot this process runs in.
     var scope: String { get }
     func load() -> NftSavedState?
-    /// Saves the state; nil removes it (the next apply reads the kernel).
+    /// Loads the chain and set digests and the elements of table `id` into `state` if they are
+    /// not loaded yet; false if they cannot be (then the state must not be used).
+    func loadTable(_ id: NftTableID, into state: inout NftSavedState) -> Bool
+    /// Saves the state; nil removes it (the next apply reads the kernel). A table whose digests
+    /// carry the `part` they were loaded from and that has no `elements` entry is kept as stored.
     func save(_ state: NftSavedState?)
+}
+
+extension NftStateStore {
+    public func loadTable(_ id: NftTableID, into state: inout NftSavedState) -> Bool { !state.unloaded.contains(id) }
 }
 
 /// A state store that keeps nothing (the default): every apply reads the kernel.
@@ -66,20 +77,27 @@ public final class NftNoStateStore: NftStateStore {
     public func save(_ state: NftSavedState?) {}
 }
 
-/// One line-oriented file per network namespace in a directory (`--state-dir`):
+/// Per network namespace, in a directory (`--state-dir`), an index file and one part file per
+/// table, named by the digest of its content (so a table that did not change keeps its file and
+/// is neither rewritten nor read):
 ///
-///     kuberules-nft-state 3
+///     nftables-<ns>.state:
+///     kuberules-nft-state 4
 ///     scope <boot id>/netns-cookie-<cookie>   (or netns-<device>-<inode> before Linux 5.14)
 ///     generation <n>
-///     table <family> <name> <header digest>      (or: absent <family> <name>)
-///     fingerprint <fingerprint>                  (only for a table built with one)
+///     table <family> <name> <header digest> <fingerprint or -> <part digest>
+///     absent <family> <name>
+///     end <digest of every byte before this line>
+///
+///     nftables-<ns>.<part digest>.part:
 ///     chains <length>                            followed by <length> bytes (`NftChainDigests`) and a newline
 ///     set <digest> <name>
 ///     elements <set digest> <definition digest> <length> <name>
 ///                                                followed by <length> bytes (`NftElementCodec`) and a newline
-///     end <digest of every byte before this line>
+///     end <part digest: of every byte before this line>
 ///
-/// Written to a temporary file and renamed, so a reader sees the old or the new state.
+/// Each file is written to a temporary file and renamed, the index last, so a reader sees the
+/// old or the new state; part files no index names are removed after the index is written.
 public final class NftStateFile: NftStateStore {
     public let directory: String
     public let scope: String
@@ -89,11 +107,13 @@ public final class NftStateFile: NftStateStore {
         self.scope = Self.currentScope()
     }
 
-    /// The file of this namespace.
-    public var path: String {
-        let ns = scope.split(separator: "/").last.map(String.init) ?? "unknown"
-        return directory + "/nftables-" + ns + ".state"
-    }
+    /// The index file of this namespace.
+    public var path: String { directory + "/" + stem + ".state" }
+
+    private var stem: String { "nftables-" + (scope.split(separator: "/").last.map(String.init) ?? "unknown") }
+
+    /// The part file with this content digest.
+    public func partPath(_ digest: UInt64) -> String { directory + "/" + stem + "." + String(digest, radix: 16) + ".part" }
 
     /// The boot id and the network namespace's identity (device and inode of /proc/self/ns/net).
     static func currentScope() -> String {
@@ -131,45 +151,74 @@ public final class NftStateFile: NftStateStore {
     }
 
     public func load() -> NftSavedState? {
+        guard let bytes = Self.readFile(path) else { return nil }
+        return bytes.withUnsafeBufferPointer { Self.parseIndex($0) }
+    }
+
+    public func loadTable(_ id: NftTableID, into state: inout NftSavedState) -> Bool {
+        guard state.unloaded.contains(id) else { return true }
+        guard let t = state.tables[id] ?? nil, let part = t.part, let bytes = Self.readFile(partPath(part)),
+              let (loaded, elements) = bytes.withUnsafeBufferPointer({ Self.parsePart($0, digest: part) }) else { return false }
+        var full = t
+        full.chains = loaded.chains
+        full.sets = loaded.sets
+        state.tables[id] = .some(full)
+        state.elements[id] = elements
+        state.unloaded.remove(id)
+        return true
+    }
+
+    /// The whole file, read into a buffer of its size (no growing copies of megabytes).
+    static func readFile(_ path: String) -> [UInt8]? {
         guard let f = fopen(path, "r") else { return nil }
         defer { fclose(f) }
-        // One read into a buffer of the file's size (no growing copies of a 5 MB file).
         var st = stat()
         guard fstat(fileno(f), &st) == 0, st.st_size > 0, st.st_size < 1 << 32 else { return nil }
         let size = Int(st.st_size)
-        let text = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
             count = fread(buf.baseAddress, 1, size, f)
         }
-        guard text.count == size else { return nil }
-        return text.withUnsafeBufferPointer { Self.parse($0) }
+        return bytes.count == size ? bytes : nil
     }
 
-    /// Parses the file's bytes (tens of thousands of lines: no per-line String splitting).
-    static func parse(_ whole: UnsafeBufferPointer<UInt8>) -> NftSavedState? {
-        // The last line vouches for every byte before it: a cut or damaged file is no state.
-        guard whole.count > 6, whole[whole.count - 1] == 10 else { return nil }
-        var endLine = whole.count - 2
-        while endLine > 0 && whole[endLine - 1] != 10 { endLine -= 1 }
-        let last = String(decoding: UnsafeBufferPointer(rebasing: whole[endLine..<(whole.count - 1)]), as: UTF8.self)
-        guard last.hasPrefix("end "), let sum = UInt64(last.dropFirst(4), radix: 16),
-              sum == NftDigest.of(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: whole[0..<endLine]))) else { return nil }
-        let b = UnsafeBufferPointer(rebasing: whole[0..<endLine])
+    /// Reads lines of a file whose last line is `end <digest of every byte before it>`.
+    struct Lines {
+        let b: UnsafeBufferPointer<UInt8>
         var pos = 0
+        /// The digest the last line vouches for.
+        let digest: UInt64
+
+        /// nil if the last line does not vouch for the rest: a cut or damaged file.
+        init?(_ whole: UnsafeBufferPointer<UInt8>) {
+            guard whole.count > 6, whole[whole.count - 1] == 10 else { return nil }
+            var endLine = whole.count - 2
+            while endLine > 0 && whole[endLine - 1] != 10 { endLine -= 1 }
+            let last = String(decoding: UnsafeBufferPointer(rebasing: whole[endLine..<(whole.count - 1)]), as: UTF8.self)
+            let body = UnsafeBufferPointer(rebasing: whole[0..<endLine])
+            guard last.hasPrefix("end "), let sum = UInt64(last.dropFirst(4), radix: 16),
+                  sum == NftDigest.of(UnsafeRawBufferPointer(body)) else { return nil }
+            b = body
+            digest = sum
+        }
+
         /// The next line (without its newline), or nil at the end.
-        func line() -> Range<Int>? {
+        mutating func line() -> Range<Int>? {
             guard pos < b.count else { return nil }
             let start = pos
             while pos < b.count && b[pos] != 10 { pos += 1 }
             defer { pos += 1 }
             return start..<pos
         }
+
         func text(_ r: Range<Int>) -> String { String(decoding: UnsafeBufferPointer(rebasing: b[r]), as: UTF8.self) }
+
         /// The word at `from` (up to a space) and where the next one starts.
         func word(_ r: Range<Int>, from: Int) -> (Range<Int>, Int) {
             var i = from
             while i < r.upperBound && b[i] != 32 { i += 1 }
             return (from..<i, min(i + 1, r.upperBound))
         }
+
         func hex(_ r: Range<Int>) -> UInt64? {
             guard !r.isEmpty, r.count <= 16 else { return nil }
             var v: UInt64 = 0
@@ -185,92 +234,161 @@ public final class NftStateFile: NftStateStore {
             }
             return v
         }
-        guard let l0 = line(), text(l0) == "kuberules-nft-state 3", let l1 = line(), let l2 = line() else { return nil }
-        let scopeLine = text(l1), genLine = text(l2)
+
+        /// The `n` bytes after the current line and their newline.
+        mutating func blob(_ n: UInt64) -> [UInt8]? {
+            guard n < UInt64(b.count), pos + Int(n) < b.count, b[pos + Int(n)] == 10 else { return nil }
+            defer { pos += Int(n) + 1 }
+            return Array(b[pos..<(pos + Int(n))])
+        }
+    }
+
+    /// Parses the index: every table's header, fingerprint and part (marked unloaded).
+    static func parseIndex(_ whole: UnsafeBufferPointer<UInt8>) -> NftSavedState? {
+        guard var r = Lines(whole), let l0 = r.line(), r.text(l0) == "kuberules-nft-state 4", let l1 = r.line(), let l2 = r.line() else { return nil }
+        let scopeLine = r.text(l1), genLine = r.text(l2)
         guard scopeLine.hasPrefix("scope "), genLine.hasPrefix("generation "),
               let gen = UInt32(genLine.dropFirst("generation ".count)) else { return nil }
         var state = NftSavedState(scope: String(scopeLine.dropFirst("scope ".count)), generation: gen, tables: [:])
-        var current: (NftTableID, NftTableDigests)?
-        func flush() { if let (id, d) = current { state.tables[id] = .some(d) }; current = nil }
-        while let r = line() {
-            guard !r.isEmpty else { return nil }
-            let (kind, rest) = word(r, from: r.lowerBound)
-            switch text(kind) {
-            case "set":
-                let (digest, nameStart) = word(r, from: rest)
-                guard current != nil, let d = hex(digest), nameStart < r.upperBound else { return nil }
-                current!.1.sets[text(nameStart..<r.upperBound)] = d
-            case "fingerprint":
-                let (value, _) = word(r, from: rest)
-                guard current != nil, let f = hex(value) else { return nil }
-                current!.1.fingerprint = f
-            case "chains":
-                let (length, _) = word(r, from: rest)
-                guard current != nil, let n = hex(length), n < UInt64(b.count), pos + Int(n) < b.count, b[pos + Int(n)] == 10,
-                      let chains = NftChainDigests(bytes: Array(b[pos..<(pos + Int(n))])) else { return nil }
-                pos += Int(n) + 1
-                current!.1.chains = chains
-            case "elements":
-                let (digest, n1) = word(r, from: rest), (definition, n2) = word(r, from: n1)
-                let (length, nameStart) = word(r, from: n2)
-                guard let id = current?.0, let d = hex(digest), let def = hex(definition), let n = hex(length), nameStart < r.upperBound,
-                      n < UInt64(b.count), pos + Int(n) < b.count, b[pos + Int(n)] == 10 else { return nil }
-                let bytes = Array(b[pos..<(pos + Int(n))])
-                pos += Int(n) + 1
-                state.elements[id, default: [:]][text(nameStart..<r.upperBound)] = NftSavedElements(setDigest: d, definition: def, bytes: bytes)
+        while let l = r.line() {
+            guard !l.isEmpty else { return nil }
+            let (kind, rest) = r.word(l, from: l.lowerBound)
+            let (fam, n1) = r.word(l, from: rest), (name, n2) = r.word(l, from: n1)
+            guard let family = NftFamily(rawValue: r.text(fam)), !name.isEmpty else { return nil }
+            let id = NftTableID(family, r.text(name))
+            switch r.text(kind) {
             case "table":
-                flush()
-                let (fam, n1) = word(r, from: rest), (name, n2) = word(r, from: n1), (digest, _) = word(r, from: n2)
-                guard let family = NftFamily(rawValue: text(fam)), let h = hex(digest) else { return nil }
-                current = (NftTableID(family, text(name)), NftTableDigests(header: h))
+                let (header, n3) = r.word(l, from: n2), (fingerprint, n4) = r.word(l, from: n3), (part, _) = r.word(l, from: n4)
+                guard let h = r.hex(header), let p = r.hex(part) else { return nil }
+                var d = NftTableDigests(header: h)
+                if r.text(fingerprint) != "-" {
+                    guard let f = r.hex(fingerprint) else { return nil }
+                    d.fingerprint = f
+                }
+                d.part = p
+                state.tables[id] = .some(d)
+                state.unloaded.insert(id)
             case "absent":
-                flush()
-                let (fam, n1) = word(r, from: rest), (name, _) = word(r, from: n1)
-                guard let family = NftFamily(rawValue: text(fam)) else { return nil }
-                state.tables[NftTableID(family, text(name))] = .some(nil)
+                state.tables[id] = .some(nil)
             default:
                 return nil
             }
         }
-        flush()
         return state
+    }
+
+    /// Parses a part file (tens of thousands of entries: no per-line String splitting).
+    static func parsePart(_ whole: UnsafeBufferPointer<UInt8>, digest: UInt64) -> (NftTableDigests, [String: NftSavedElements])? {
+        guard var r = Lines(whole), r.digest == digest else { return nil }
+        var t = NftTableDigests(header: 0)
+        var elements: [String: NftSavedElements] = [:]
+        while let l = r.line() {
+            guard !l.isEmpty else { return nil }
+            let (kind, rest) = r.word(l, from: l.lowerBound)
+            switch r.text(kind) {
+            case "set":
+                let (d, nameStart) = r.word(l, from: rest)
+                guard let v = r.hex(d), nameStart < l.upperBound else { return nil }
+                t.sets[r.text(nameStart..<l.upperBound)] = v
+            case "chains":
+                let (length, _) = r.word(l, from: rest)
+                guard let n = r.hex(length), let bytes = r.blob(n), let chains = NftChainDigests(bytes: bytes) else { return nil }
+                t.chains = chains
+            case "elements":
+                let (d, n1) = r.word(l, from: rest), (definition, n2) = r.word(l, from: n1)
+                let (length, nameStart) = r.word(l, from: n2)
+                guard let sd = r.hex(d), let def = r.hex(definition), let n = r.hex(length), nameStart < l.upperBound,
+                      let bytes = r.blob(n) else { return nil }
+                elements[r.text(nameStart..<l.upperBound)] = NftSavedElements(setDigest: sd, definition: def, bytes: bytes)
+            default:
+                return nil
+            }
+        }
+        return (t, elements)
+    }
+
+    /// A table's part file content (with its end line) and its digest.
+    static func part(_ t: NftTableDigests, _ elements: [String: NftSavedElements]) -> (bytes: [UInt8], digest: UInt64) {
+        var out = [UInt8]()
+        func put(_ s: String) { out.append(contentsOf: s.utf8) }
+        put("chains \(String(t.chains.bytes.count, radix: 16))\n")
+        out.append(contentsOf: t.chains.bytes)
+        out.append(10)
+        for (name, d) in t.sets.sorted(by: { $0.key < $1.key }) { put("set \(String(d, radix: 16)) \(name)\n") }
+        for (name, e) in elements.sorted(by: { $0.key < $1.key }) {
+            put("elements \(String(e.setDigest, radix: 16)) \(String(e.definition, radix: 16)) \(String(e.bytes.count, radix: 16)) \(name)\n")
+            out.append(contentsOf: e.bytes)
+            out.append(10)
+        }
+        let digest = out.withUnsafeBytes { NftDigest.of($0) }
+        put("end \(String(digest, radix: 16))\n")
+        return (out, digest)
+    }
+
+    /// Writes `bytes` to `path` through a temporary file and a rename.
+    func write(_ bytes: [UInt8], to path: String) -> Bool {
+        let tmp = path + ".tmp.\(getpid())"
+        guard let f = fopen(tmp, "w") else { return false }
+        let ok = bytes.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, f) == $0.count }
+        if fclose(f) != 0 || !ok || rename(tmp, path) != 0 {
+            unlink(tmp)
+            return false
+        }
+        return true
+    }
+
+    /// Removes the index and every part file of this namespace (cleanup).
+    public func removeAll() {
+        unlink(path)
+        removeParts(keeping: [])
+    }
+
+    /// Removes this namespace's part files other than `keep`.
+    func removeParts(keeping keep: Set<UInt64>) {
+        guard let dir = opendir(directory) else { return }
+        defer { closedir(dir) }
+        let prefix = stem + "."
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix(prefix), name.hasSuffix(".part") else { continue }
+            let hex = name.dropFirst(prefix.count).dropLast(".part".count)
+            if let d = UInt64(hex, radix: 16), keep.contains(d) { continue }
+            unlink(directory + "/" + name)
+        }
     }
 
     public func save(_ state: NftSavedState?) {
         guard let state else {
+            // The parts stay (the next save removes those it does not name): a table saved
+            // again as stored keeps referring to its part.
             unlink(path)
             return
         }
+        Self.makeDirectories(directory)
         var out = [UInt8]()
         func put(_ s: String) { out.append(contentsOf: s.utf8) }
-        put("kuberules-nft-state 3\nscope \(state.scope)\ngeneration \(state.generation)\n")
+        put("kuberules-nft-state 4\nscope \(state.scope)\ngeneration \(state.generation)\n")
+        var keep = Set<UInt64>()
         for id in state.tables.keys.sorted() {
             guard let t = state.tables[id] ?? nil else {
                 put("absent \(id.family.rawValue) \(id.name)\n")
                 continue
             }
-            put("table \(id.family.rawValue) \(id.name) \(String(t.header, radix: 16))\n")
-            if let f = t.fingerprint { put("fingerprint \(String(f, radix: 16))\n") }
-            put("chains \(String(t.chains.bytes.count, radix: 16))\n")
-            out.append(contentsOf: t.chains.bytes)
-            out.append(10)
-            for (name, d) in t.sets { put("set \(String(d, radix: 16)) \(name)\n") }
-            for (name, e) in state.elements[id] ?? [:] {
-                put("elements \(String(e.setDigest, radix: 16)) \(String(e.definition, radix: 16)) \(String(e.bytes.count, radix: 16)) \(name)\n")
-                out.append(contentsOf: e.bytes)
-                out.append(10)
+            let part: UInt64
+            if let p = t.part, state.elements[id] == nil || state.unloaded.contains(id) {
+                part = p   // kept as stored
+            } else {
+                let (bytes, digest) = Self.part(t, state.elements[id] ?? [:])
+                guard write(bytes, to: partPath(digest)) else { unlink(path); return }
+                part = digest
             }
+            keep.insert(part)
+            put("table \(id.family.rawValue) \(id.name) \(String(t.header, radix: 16)) \(t.fingerprint.map { String($0, radix: 16) } ?? "-") \(String(part, radix: 16))\n")
         }
         out.withUnsafeBytes { put("end \(String(NftDigest.of($0), radix: 16))\n") }
-        Self.makeDirectories(directory)
-        let tmp = path + ".tmp.\(getpid())"
-        guard let f = fopen(tmp, "w") else { return }
-        let ok = out.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, f) == $0.count }
-        if fclose(f) != 0 || !ok {
-            unlink(tmp)
-            unlink(path)
-            return
-        }
-        if rename(tmp, path) != 0 { unlink(tmp); unlink(path) }
+        guard write(out, to: path) else { unlink(path); return }
+        removeParts(keeping: keep)
     }
 }

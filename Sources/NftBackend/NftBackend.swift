@@ -120,12 +120,17 @@ public enum NftBackend {
 
         // Each service port's chains and set elements are independent: built on every core,
         // merged in plan order.
+        let sharded = shards > 1
         let pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (i: Int) -> ServicePieces in
             let svc = plan.services[i]
             var pc = ServicePieces()
             let sfx = suffix(svc)
             pc.shard = shard(ofSuffix: sfx, shards)
-            if salt != nil { pc.fingerprint = svc.fingerprint }
+            if salt != nil {
+                pc.fingerprint = svc.fingerprint
+                // The sharded main table holds no endpoint: only whether there are any.
+                pc.mainFingerprint = sharded ? svc.fingerprintWithoutEndpoints : pc.fingerprint
+            }
             let svcChain = "service-" + sfx, localChain = "local-" + sfx, extChain = "external-" + sfx
             let internalChain = svc.internalPolicyLocal ? localChain : svcChain
             let p = proto(svc.proto), port = UInt16(svc.port)
@@ -234,7 +239,6 @@ public enum NftBackend {
             return pc
         }
         var serviceIPShard = [Int](), nodePortShard = [Int]()
-        let sharded = shards > 1
         var shardChains = [[NftChain]](repeating: [], count: shards), shardMaps = [[NftSet]](repeating: [], count: shards)
         var shardHairpin = [[IPAddress]](repeating: [], count: shards)
         for pc in pieces {
@@ -332,7 +336,7 @@ public enum NftBackend {
                 return h
             }
             for pc in pieces {
-                main.u64(pc.fingerprint)
+                main.u64(pc.mainFingerprint)
                 perShard[pc.shard].u64(pc.fingerprint)
             }
             prints = [main.value] + (sharded ? perShard.map(\.value) : [])
@@ -381,7 +385,7 @@ public enum NftBackend {
         var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
         var clusterIP: IPAddress?
         var shard = 0
-        var fingerprint: UInt64 = 0
+        var fingerprint: UInt64 = 0, mainFingerprint: UInt64 = 0
         var hairpin = [IPAddress]()
         var serviceChains = [NftChain]()
         var maps = [NftSet]()

@@ -204,6 +204,7 @@ struct Cleanup: ParsableCommand {
             try applier.cleanupShards(table: table, prefix: NftBackend.shardPrefix(table))
         }
         removed += shards.map { "\($0.family.rawValue) \($0.name)" }
+        (applier.stateStore as? NftStateFile)?.removeAll()
         print(removed.isEmpty ? "nothing to remove" : "removed table " + removed.joined(separator: ", table "))
     }
 }

@@ -509,23 +509,67 @@ final class SavedStateTests: XCTestCase {
         }
         XCTAssertEqual(state.elements[t.id]?.count, 7)
         file.save(state)
-        XCTAssertEqual(file.load(), state)
-        XCTAssertEqual(file.load()?.tables[t.id]??.fingerprint, 0xfeed_0000_0000_beef)
+
+        // The index alone: headers and fingerprints; the table's digests and elements load on demand.
+        var loaded = try XCTUnwrap(file.load())
+        XCTAssertEqual(loaded.unloaded, [t.id])
+        XCTAssertEqual(loaded.tables[t.id]??.fingerprint, 0xfeed_0000_0000_beef)
+        XCTAssertEqual(loaded.tables[t.id]??.header, digests.header)
+        XCTAssertNil(loaded.elements[t.id])
+        XCTAssertTrue(file.loadTable(t.id, into: &loaded))
+        XCTAssertEqual(loaded.unloaded, [])
+        XCTAssertEqual(loaded, state)
         XCTAssertTrue(file.path.hasPrefix(dir + "/nested/nftables-netns-"), file.path)
-        // A file that lost a line (or any byte) is no state: the last line vouches for the rest.
+        let part = try XCTUnwrap(loaded.tables[t.id]??.part)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: file.partPath(part)))
+
+        // Saved again as stored (no elements given, the part named): the part is kept.
+        var index = try XCTUnwrap(file.load())
+        index.generation = 43
+        file.save(index)
+        var again = try XCTUnwrap(file.load())
+        XCTAssertEqual(again.generation, 43)
+        XCTAssertTrue(file.loadTable(t.id, into: &again))
+        XCTAssertEqual(again.tables[t.id], state.tables[t.id])
+        XCTAssertEqual(again.elements, state.elements)
+
+        // A changed table gets a new part; the old one is removed.
+        var changed = state
+        changed.tables[t.id]??.header = 7
+        let first = changed.elements[t.id]!.keys.sorted()[0]
+        changed.elements[t.id]?.removeValue(forKey: first)
+        file.save(changed)
+        var c = try XCTUnwrap(file.load())
+        let newPart = try XCTUnwrap(c.tables[t.id]??.part)
+        XCTAssertNotEqual(newPart, part)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: file.partPath(part)), "unreferenced part removed")
+        XCTAssertTrue(file.loadTable(t.id, into: &c))
+        XCTAssertEqual(c, changed)
+
+        // A damaged part is no state for that table.
+        var parts = try Data(contentsOf: URL(fileURLWithPath: file.partPath(newPart)))
+        parts[parts.count / 2] ^= 1
+        try parts.write(to: URL(fileURLWithPath: file.partPath(newPart)))
+        var d = try XCTUnwrap(file.load())
+        XCTAssertFalse(file.loadTable(t.id, into: &d))
+
+        // An index that lost a line (or any byte) is no state: the last line vouches for the rest.
+        file.save(state)
         let saved = try Data(contentsOf: URL(fileURLWithPath: file.path))
         var lines = saved.split(separator: 10, omittingEmptySubsequences: false)
-        lines.remove(at: 4)
+        lines.remove(at: 3)
         try Data(lines.joined(separator: [10])).write(to: URL(fileURLWithPath: file.path))
         XCTAssertNil(file.load(), "a line missing")
         var flipped = saved
         flipped[flipped.count / 2] ^= 1
         try flipped.write(to: URL(fileURLWithPath: file.path))
         XCTAssertNil(file.load(), "a byte changed")
-        try Data("kuberules-nft-state 1\nscope x\ngeneration 1\nchain zz nope\n".utf8).write(to: URL(fileURLWithPath: file.path))
-        XCTAssertNil(file.load(), "a damaged file is no state")
+        try Data("kuberules-nft-state 3\nscope x\ngeneration 1\nchain zz nope\n".utf8).write(to: URL(fileURLWithPath: file.path))
+        XCTAssertNil(file.load(), "an older or damaged file is no state")
         file.save(nil)
         XCTAssertFalse(FileManager.default.fileExists(atPath: file.path))
+        file.removeAll()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/nested"), [], "cleanup leaves nothing")
     }
 
     func testChainDigestListComparesByNameWithoutOrder() {

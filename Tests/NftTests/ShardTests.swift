@@ -104,9 +104,11 @@ final class ShardTests: XCTestCase {
         let b = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 4, fingerprintSalt: 1)
         let changed = a.tables.map(\.id).filter { a.fingerprints[$0] != b.fingerprints[$0] }
         let shardOf7 = b.tables.first { t in t.chains.contains { $0.comment == "ns/svc-7:p" } }!.id
-        XCTAssertEqual(Set(changed), [NftTableID(.ip, "kuberules"), shardOf7])
-        // An endpoint change leaves the main table's content alone.
+        XCTAssertEqual(changed, [shardOf7], "the main table holds no endpoint: its fingerprint stays")
         XCTAssertEqual(b.table(.ip, "kuberules"), a.table(.ip, "kuberules"))
+        // Without shards the one table holds the endpoints: its fingerprint moves.
+        XCTAssertNotEqual(NftBackend.build([plan(cluster())], fingerprintSalt: 1).fingerprints,
+                          NftBackend.build([plan(cluster(changingEndpointOf: 7))], fingerprintSalt: 1).fingerprints)
         // Tables whose fingerprint did not move are the same tables.
         for t in a.tables where !changed.contains(t.id) { XCTAssertEqual(b.table(.ip, t.name), t) }
 
@@ -160,5 +162,71 @@ final class ShardTests: XCTestCase {
         XCTAssertEqual(try applier().cleanupShards(table: "kuberules", prefix: NftBackend.shardPrefix("kuberules")).map(\.name),
                        ["kuberules-services-00", "kuberules-services-01"])
         XCTAssertEqual(k.tables.keys.sorted().map(\.name), ["kuberules", "kuberules-services-old"])
+    }
+
+    /// With the state file: an endpoint change rewrites one part file (the changed shard's)
+    /// and loads no other table's digests.
+    func testStateFileKeepsTheUnchangedShardsParts() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kr-shards-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let k = FakeNftKernel()
+        func applier() -> NftApplier {
+            let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
+            a.stateStore = NftStateFile(directory: dir)
+            return a
+        }
+        func parts() throws -> Set<String> { Set(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".part") }) }
+        let first = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1)
+        try applier().apply(first)
+        let before = try parts()
+        XCTAssertEqual(before.count, 5)
+        let second = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 4, fingerprintSalt: 1)
+        let r = try applier().apply(second)
+        XCTAssertEqual(r.read, .savedState(chains: 1, sets: 0))
+        let after = try parts()
+        XCTAssertEqual(after.count, 5)
+        XCTAssertEqual(before.subtracting(after).count, 1, "one part replaced: \(before) -> \(after)")
+        assertSame(k.dump(), second)
+        // The state left behind serves the next run, and going back is one more small change.
+        XCTAssertFalse(try applier().apply(second).committed)
+        XCTAssertEqual(try applier().apply(first).read, .savedState(chains: 1, sets: 0))
+        assertSame(k.dump(), first)
+    }
+
+    /// The sharded main table's fingerprint leaves endpoints out: whatever change of a service
+    /// port changes the main table must change that fingerprint.
+    func testEveryChangeOfTheMainTableMovesItsFingerprint() {
+        let base = plan(cluster())
+        let ep = PlannedEndpoint(ip: IPAddress("10.244.9.9")!, port: 8080, isLocal: true, ready: true, serving: true, terminating: false)
+        var mutations: [(String, (inout ServicePortPlan) -> Void)] = [
+            ("port", { $0.port += 1 }), ("nodePort", { $0.nodePort = 31999 }), ("clusterIP", { $0.clusterIP = IPAddress("10.96.9.9")! }),
+            ("externalIPs", { $0.externalIPs = [IPAddress("198.51.100.9")!] }),
+            ("loadBalancerIPs", { $0.loadBalancerIPs = [IPAddress("198.51.100.8")!] }),
+            ("sourceRanges", { $0.loadBalancerIPs = [IPAddress("198.51.100.8")!]; $0.sourceRanges = [CIDR("192.0.2.0/24")!] }),
+            ("allowFromNode", { $0.loadBalancerIPs = [IPAddress("198.51.100.8")!]; $0.sourceRanges = [CIDR("192.0.2.0/24")!]; $0.allowFromNode.toggle() }),
+            ("no endpoints", { $0.clusterEndpoints = []; $0.localEndpoints = []; $0.reachableEndpoints = []; $0.hasEndpoints = false }),
+            ("local policy without local endpoints", { $0.internalPolicyLocal = true; $0.localEndpoints = [] }),
+            ("external local policy", { $0.nodePort = 31998; $0.externalPolicyLocal = true }),
+            ("a local endpoint", { $0.localEndpoints = [ep] }),
+            ("endpoint address", { $0.clusterEndpoints[0] = ep; $0.reachableEndpoints[0] = ep }),
+            ("affinity", { $0.affinityTimeout = 99 }),
+            ("proto", { $0.proto = $0.proto == .tcp ? .udp : .tcp }),
+        ]
+        mutations.append(("healthCheckNodePort", { $0.healthCheckNodePort = 32000 }))
+        let before = NftBackend.build([base], shards: 4, fingerprintSalt: 1)
+        let main = NftTableID(.ip, "kuberules")
+        for (what, mutate) in mutations {
+            for i in [0, 1, 7] {
+                var p = base
+                mutate(&p.services[i])
+                let after = NftBackend.build([p], shards: 4, fingerprintSalt: 1)
+                if after.table(.ip, "kuberules") != before.table(.ip, "kuberules") {
+                    XCTAssertNotEqual(after.fingerprints[main], before.fingerprints[main], "\(what) of service \(i) changed the main table")
+                }
+                for t in after.tables where t != before.table(t.family, t.name) {
+                    XCTAssertNotEqual(after.fingerprints[t.id], before.fingerprints[t.id], "\(what) of service \(i) changed \(t.name)")
+                }
+            }
+        }
     }
 }
