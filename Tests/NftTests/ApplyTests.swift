@@ -307,6 +307,13 @@ final class ElementDiffTests: XCTestCase {
     }
 }
 
+/// A new applier ("process") on kernel `k` with the state kept in `store`.
+func applier(_ k: FakeNftKernel, _ store: NftStateStore, version: NftKernelVersion = NftKernelVersion(6, 18)) -> NftApplier {
+    let a = NftApplier(kernel: k, kernelVersion: version)
+    a.stateStore = store
+    return a
+}
+
 /// A state store in memory: stands for `--state-dir` across "processes" (new appliers).
 final class MemoryStateStore: NftStateStore {
     var scope = "boot/netns-cookie-1"
@@ -316,11 +323,6 @@ final class MemoryStateStore: NftStateStore {
 }
 
 final class SavedStateTests: XCTestCase {
-    func applier(_ k: FakeNftKernel, _ store: MemoryStateStore) -> NftApplier {
-        let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
-        a.stateStore = store
-        return a
-    }
 
     func testANewApplierReadsOnlyWhatChangedSinceTheSavedCommit() throws {
         let k = FakeNftKernel()
@@ -427,11 +429,7 @@ final class SavedStateTests: XCTestCase {
         // the saved state must describe it as the kernel holds it (flushed, old comment).
         let k = FakeNftKernel()
         let store = MemoryStateStore()
-        func old() -> NftApplier {
-            let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 1))
-            a.stateStore = store
-            return a
-        }
+        func old() -> NftApplier { applier(k, store, version: NftKernelVersion(6, 1)) }
         var desired = NftRuleset.example()
         try old().apply(desired)
         desired.tables[0].chains.removeAll { $0.name == "service-x" }

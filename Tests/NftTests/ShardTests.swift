@@ -119,11 +119,7 @@ final class ShardTests: XCTestCase {
     func testApplyTrustsEqualFingerprintsAndDeletesStaleShards() throws {
         let k = FakeNftKernel()
         let store = MemoryStateStore()
-        func applier() -> NftApplier {
-            let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
-            a.stateStore = store
-            return a
-        }
+        func applier() -> NftApplier { NftTests.applier(k, store) }
         let foreign = NftTable(family: .ip, name: "kuberules-services-old")
         k.install(foreign)
         let first = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1)
@@ -170,11 +166,7 @@ final class ShardTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kr-shards-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let k = FakeNftKernel()
-        func applier() -> NftApplier {
-            let a = NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18))
-            a.stateStore = NftStateFile(directory: dir)
-            return a
-        }
+        func applier() -> NftApplier { NftTests.applier(k, NftStateFile(directory: dir)) }
         func parts() throws -> Set<String> { Set(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".part") }) }
         let first = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1)
         try applier().apply(first)
