@@ -23,17 +23,24 @@ public struct PlanHasher: Sendable {
 
     public mutating func string(_ s: String) {
         var s = s
-        s.withUTF8 { b in
-            int(b.count)
-            var i = 0
-            while i + 8 <= b.count {
-                u64(UInt64(littleEndian: UnsafeRawBufferPointer(b).loadUnaligned(fromByteOffset: i, as: UInt64.self)))
-                i += 8
-            }
-            var w: UInt64 = 0, shift: UInt64 = 0
-            while i < b.count { w |= UInt64(b[i]) << shift; shift += 8; i += 1 }
-            u64(w)
+        s.withUTF8 { raw(UnsafeRawBufferPointer($0)) }
+    }
+
+    public mutating func bytes(_ b: [UInt8]) {
+        b.withUnsafeBytes { raw($0) }
+    }
+
+    /// The length, then the bytes eight at a time (the last word zero-padded).
+    mutating func raw(_ b: UnsafeRawBufferPointer) {
+        int(b.count)
+        var i = 0
+        while i + 8 <= b.count {
+            u64(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
+            i += 8
         }
+        var w: UInt64 = 0, shift: UInt64 = 0
+        while i < b.count { w |= UInt64(b[i]) << shift; shift += 8; i += 1 }
+        u64(w)
     }
 
     public mutating func ip(_ a: IPAddress) {

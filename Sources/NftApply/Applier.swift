@@ -157,7 +157,11 @@ public final class NftApplier {
     }
 
     func readState(_ desired: NftRuleset) throws -> CurrentState {
+        // Each attempt starts afresh: digests taken from a saved state that an earlier attempt
+        // could not use (its index is gone once a commit was tried) must not be reused.
         reusedTables = []
+        desiredDigests = nil
+        encoded = [:]
         if reuseCommittedState, let known, !Self.hasExpiringElements(desired),
            desired.tables.allSatisfy({ known.tables.keys.contains($0.id) }),
            try kernel.generation() == known.generation {
@@ -220,7 +224,6 @@ public final class NftApplier {
         let want = digests(desired, reusing: reused)
         var state = CurrentState(generation: gen, tables: [:])
         state.unchangedTables = Set(reused.keys)
-        reusedTables = state.unchangedTables
         var dumpedChains = 0, dumpedSets = 0
         for t in desired.tables where reused[t.id] == nil {
             guard saved.tables[t.id] != nil else { continue }
@@ -270,6 +273,7 @@ public final class NftApplier {
             state.tables[t.id] = have
         }
         guard try kernel.generation() == gen else { return nil }
+        reusedTables = state.unchangedTables
         lastReadSource = .savedState(chains: dumpedChains, sets: dumpedSets)
         lastLoaded = saved
         if state.equalChains.isEmpty && state.unchangedTables.isEmpty { remember(gen, desired, state.tables) } else { known = nil }
@@ -335,11 +339,15 @@ public final class NftApplier {
         var saved = NftSavedState(scope: stateStore.scope, generation: generation, tables: [:])
         for t in desired.tables {
             guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
-            if reusedTables.contains(t.id) && d.part != nil && deferred[t.id] == nil {
-                saved.tables[t.id] = .some(d)   // unchanged: its stored digests and elements stay
-                continue
+            if d.part != nil {
+                if reusedTables.contains(t.id) && deferred[t.id] == nil {
+                    saved.tables[t.id] = .some(d)   // unchanged: its stored digests and elements stay
+                    continue
+                }
+                // Taken from a saved state without its content (not loaded): digest it now.
+                d = NftTableDigests(t)
+                d.fingerprint = desired.fingerprints[t.id]
             }
-            d.part = nil
             for c in deferred[t.id] ?? [] { d.chains.append(c.name, NftDigest.chain(c)) }
             // The chains left for deletion must be seen by the next apply's diff.
             if deferred[t.id]?.isEmpty == false { d.fingerprint = nil }

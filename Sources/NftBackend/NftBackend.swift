@@ -192,6 +192,10 @@ public enum NftBackend {
                 }
                 if svc.hasExternalEndpoints {
                     rules.append(NftRule(.goto(svc.externalPolicyLocal ? localChain : svcChain)))
+                } else if sharded {
+                    // In one table the filter hook drops this traffic; with shards, the node-port
+                    // dispatch of another shard (dstnat+1) would otherwise still see it.
+                    rules.append(NftRule(.drop, comment: "no local endpoints"))
                 }
                 pc.serviceChains.append(NftChain(name: extChain, rules: rules))
             }
@@ -256,6 +260,19 @@ public enum NftBackend {
         // Two services claiming the same address and port (invalid, but possible in input):
         // the first by service port name wins, as a set holds each key once.
         let serviceIPOrder = uniqueOrder(serviceIPs), nodePortOrder = uniqueOrder(nodePorts)
+        // Dispatch keys lost to a service port of another shard: part of the losing shard's
+        // fingerprint, as its content depends on them (the winner may go away).
+        var lostKeys = [[UInt8]](repeating: [], count: shards)
+        if sharded {
+            for (elements, order, shardOf) in [(serviceIPs, serviceIPOrder, serviceIPShard), (nodePorts, nodePortOrder, nodePortShard)] {
+                var kept = [Bool](repeating: false, count: elements.count)
+                for i in order { kept[i] = true }
+                for (i, e) in elements.enumerated() where !kept[i] {
+                    for v in e.key.start { lostKeys[shardOf[i]] += v.bytes }
+                    lostKeys[shardOf[i]].append(0xff)
+                }
+            }
+        }
         serviceIPs = serviceIPOrder.map { serviceIPs[$0] }; nodePorts = nodePortOrder.map { nodePorts[$0] }
         noEndpointServices = unique(noEndpointServices); noEndpointNodePorts = unique(noEndpointNodePorts)
         firewallIPs = unique(firewallIPs); firewallAllow = unique(firewallAllow)
@@ -338,6 +355,10 @@ public enum NftBackend {
             for pc in pieces {
                 main.u64(pc.mainFingerprint)
                 perShard[pc.shard].u64(pc.fingerprint)
+            }
+            for k in 0..<shards where !lostKeys[k].isEmpty {
+                perShard[k].string("lost")
+                perShard[k].bytes(lostKeys[k])
             }
             prints = [main.value] + (sharded ? perShard.map(\.value) : [])
         }

@@ -44,7 +44,7 @@ public enum NftFamily: String, Sendable, Hashable, CaseIterable, Comparable {
 public struct NftRuleset: Sendable, Hashable {
     public var tables: [NftTable]
     /// Name prefix of our shard tables (`TABLE-services-`): a table of a desired family named
-    /// this prefix and digits that is not in `tables` is ours and stale, and apply deletes it.
+    /// this prefix and two digits that is not in `tables` is ours and stale, and apply deletes it.
     /// Not rendered.
     public var shardTablePrefix: String?
     /// Per table, a fingerprint of what it was built from (see `NftBackend.build`): apply
@@ -66,7 +66,7 @@ public struct NftRuleset: Sendable, Hashable {
 
     /// Whether `id` is a shard table of ours that `tables` does not name.
     public func isStaleShard(_ id: NftTableID) -> Bool {
-        guard let p = shardTablePrefix, id.name.hasPrefix(p), id.name.utf8.count > p.utf8.count,
+        guard let p = shardTablePrefix, id.name.hasPrefix(p), id.name.utf8.count == p.utf8.count + 2,
               id.name.utf8.dropFirst(p.utf8.count).allSatisfy({ $0 >= 48 && $0 <= 57 }),
               tables.contains(where: { $0.family == id.family }) else { return false }
         return !tables.contains { $0.id == id }

@@ -93,9 +93,11 @@ struct Apply: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make the kernel's rules equal to the compiled ones, changing only what differs.",
         discussion: """
-        nftables: reads our tables (family ip and ip6, named by --table), diffs them against the
-        compiled ruleset and sends the difference in ONE atomic netlink batch, retried when the
-        ruleset changed concurrently. Other tables are never read or touched. Prints one summary
+        nftables: reads our tables (family ip and ip6, named by --table, and with --nft-shards
+        their shard tables TABLE-services-NN), diffs them against the compiled ruleset and sends
+        the difference in ONE atomic netlink batch, retried when the ruleset changed concurrently;
+        shard tables no longer used are deleted in the same batch. Other tables are never read
+        or touched (only the list of table names is read, to find our stale shards). Prints one summary
         line. The digests of what was committed, and the elements of its sets, are kept in
         --state-dir with the ruleset generation it left: while that generation is unchanged (no
         nftables commit by anyone since), the next apply or diff reads back only the chains whose
@@ -194,14 +196,15 @@ struct Cleanup: ParsableCommand {
         }
         let kernel = try openNftKernel()
         let applier = nftApplier(kernel, stateDir: stateDir)
+        // The shards first: without the main table they would still translate, unmasqueraded.
+        let shards = try kernelOperation("deleting the shard tables of \(table)") {
+            try applier.cleanupShards(table: table, prefix: NftBackend.shardPrefix(table))
+        }
         var removed = [String]()
         for family in [NftFamily.ip, .ip6] {
             if try kernelOperation("deleting table \(family.rawValue) \(table)", { try applier.cleanup(family: family, table: table) }) {
                 removed.append("\(family.rawValue) \(table)")
             }
-        }
-        let shards = try kernelOperation("deleting the shard tables of \(table)") {
-            try applier.cleanupShards(table: table, prefix: NftBackend.shardPrefix(table))
         }
         removed += shards.map { "\($0.family.rawValue) \($0.name)" }
         (applier.stateStore as? NftStateFile)?.removeAll()

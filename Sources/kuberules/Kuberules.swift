@@ -128,6 +128,9 @@ struct CompileOptions: ParsableArguments {
     func validate() throws {
         if table.isEmpty || table.utf8.count > 255 { throw ValidationError("--table: a table name is 1 to 255 characters") }
         if nftShards < 1 || nftShards > NftBackend.maxShards { throw ValidationError("--nft-shards: 1 to \(NftBackend.maxShards)") }
+        if nftShards > 1 && NftBackend.shardName(table, 0).utf8.count > 255 {
+            throw ValidationError("--table: with --nft-shards, a table name is 1 to \(255 - (NftBackend.shardName("", 0).utf8.count)) characters")
+        }
         if section != nil && backend != .ipvs { throw ValidationError("--section: only with --backend ipvs") }
         if inputs.isEmpty { throw ValidationError("at least one input (a file, a directory or - for stdin) is required") }
         for ip in nodeIPs where IPAddress(ip) == nil {

@@ -56,6 +56,8 @@ struct Pipeline {
         var h = PlanHasher()
         h.u64(UInt64(st.st_size)); h.u64(UInt64(st.st_mtim.tv_sec)); h.u64(UInt64(st.st_mtim.tv_nsec))
         h.u64(UInt64(st.st_ino)); h.u64(UInt64(st.st_dev))
+        // The change time moves whenever the file is written, even by a copy that keeps mtime.
+        h.u64(UInt64(st.st_ctim.tv_sec)); h.u64(UInt64(st.st_ctim.tv_nsec))
         return h.value
     }
 

@@ -150,6 +150,12 @@ final class FingerprintCoverageTests: XCTestCase {
         m = plan.services[0]; m.allowFromNode.toggle(); XCTAssertNotEqual(m.fingerprint, base)
         m = plan.services[0]; m.clusterEndpoints = [ep]; XCTAssertNotEqual(m.fingerprint, base)
         m = plan.services[0]; m.localEndpoints = [ep]; XCTAssertNotEqual(m.fingerprint, base)
-        XCTAssertEqual(plan.services[0].fingerprint, base)
+        // Without endpoints: an address change is not seen, emptiness is.
+        var e = plan.services[0]; e.clusterEndpoints = [ep]
+        var f = e; f.clusterEndpoints = [PlannedEndpoint(ip: IPAddress("10.0.0.2")!, port: 80, isLocal: false, ready: true, serving: true, terminating: false)]
+        XCTAssertEqual(e.fingerprintWithoutEndpoints, f.fingerprintWithoutEndpoints)
+        XCTAssertNotEqual(e.fingerprint, f.fingerprint)
+        f.clusterEndpoints = []
+        XCTAssertNotEqual(e.fingerprintWithoutEndpoints, f.fingerprintWithoutEndpoints)
     }
 }

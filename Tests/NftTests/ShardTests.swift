@@ -122,18 +122,20 @@ final class ShardTests: XCTestCase {
         func applier() -> NftApplier { NftTests.applier(k, store) }
         let foreign = NftTable(family: .ip, name: "kuberules-services-old")
         k.install(foreign)
+        let threeDigits = NftTable(family: .ip, name: "kuberules-services-100")
+        k.install(threeDigits)
         let first = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1)
         XCTAssertEqual(try applier().apply(first).read, .kernel)
-        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), first)
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign && $0 != threeDigits }), first)
 
         // One endpoint changes: three shards are taken as they are, without a read or a diff.
         let second = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 4, fingerprintSalt: 1)
         let r = try applier().apply(second)
         XCTAssertTrue(r.committed)
-        XCTAssertEqual(r.unchanged.tables, 5, "3 taken as they are, 2 diffed without a table-level change")
+        XCTAssertEqual(r.unchanged.tables, 5, "4 taken as they are, 1 diffed without a table-level change")
         XCTAssertEqual(r.read, .savedState(chains: 1, sets: 0))
         XCTAssertEqual(k.partiallyDumped.count, 1, "only the changed service chain is read back: \(k.partiallyDumped)")
-        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), second)
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign && $0 != threeDigits }), second)
         XCTAssertEqual(try applier().apply(second).committed, false, "then nothing to do")
 
         // A table edited behind our back is caught through the generation, not trusted.
@@ -143,7 +145,7 @@ final class ShardTests: XCTestCase {
         let repaired = try applier().apply(second)
         XCTAssertEqual(repaired.read, .kernel)
         XCTAssertTrue(repaired.committed)
-        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), second)
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign && $0 != threeDigits }), second)
 
         // Fewer shards: the two no longer named are deleted; a foreign table with a
         // similar name is not ours.
@@ -151,13 +153,14 @@ final class ShardTests: XCTestCase {
         let shrink = try applier().apply(two)
         XCTAssertEqual(shrink.removed.tables, 2)
         XCTAssertTrue(shrink.listing.contains("delete table ip kuberules-services-03 (shard no longer used)"), "\(shrink.listing)")
-        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign }), two)
+        assertSame(NftRuleset(tables: k.dump().tables.filter { $0 != foreign && $0 != threeDigits }), two)
         XCTAssertEqual(k.tables[foreign.id], foreign)
+        XCTAssertEqual(k.tables[threeDigits.id], threeDigits, "not a name we give a shard")
 
         // Cleanup of the shards leaves the foreign table too.
         XCTAssertEqual(try applier().cleanupShards(table: "kuberules", prefix: NftBackend.shardPrefix("kuberules")).map(\.name),
                        ["kuberules-services-00", "kuberules-services-01"])
-        XCTAssertEqual(k.tables.keys.sorted().map(\.name), ["kuberules", "kuberules-services-old"])
+        XCTAssertEqual(k.tables.keys.sorted().map(\.name), ["kuberules", "kuberules-services-100", "kuberules-services-old"])
     }
 
     /// With the state file: an endpoint change rewrites one part file (the changed shard's)
@@ -173,8 +176,23 @@ final class ShardTests: XCTestCase {
         let before = try parts()
         XCTAssertEqual(before.count, 5)
         let second = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 4, fingerprintSalt: 1)
+        // Damage the parts of every table but the changed shard: they must not be read at all.
+        let changedShard = second.tables.first { t in t.chains.contains { $0.comment == "ns/svc-7:p" } }!.name
+        let index = try String(contentsOfFile: dir + "/" + (try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasSuffix(".state") }!), encoding: .utf8)
+        for line in index.split(separator: "\n") where line.hasPrefix("table ") && !line.contains(" \(changedShard) ") {
+            let part = try XCTUnwrap(UInt64(String(line.split(separator: " ").last!), radix: 16))
+            let path = NftStateFile(directory: dir).partPath(part)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: path), path)
+            try Data("damaged\n".utf8).write(to: URL(fileURLWithPath: path))
+        }
         let r = try applier().apply(second)
-        XCTAssertEqual(r.read, .savedState(chains: 1, sets: 0))
+        XCTAssertEqual(r.read, .savedState(chains: 1, sets: 0), "an unchanged table's part was read")
+        assertSame(k.dump(), second)
+        // Put them back for the rest of the test (a full read rewrites every part).
+        XCTAssertEqual(try applier().apply(first).read, .savedState(chains: 1, sets: 0))
+        k.bumpGeneration()
+        XCTAssertEqual(try applier().apply(first).read, .kernel)
+        XCTAssertEqual(try applier().apply(second).read, .savedState(chains: 1, sets: 0))
         let after = try parts()
         XCTAssertEqual(after.count, 5)
         XCTAssertEqual(before.subtracting(after).count, 1, "one part replaced: \(before) -> \(after)")
@@ -220,5 +238,62 @@ final class ShardTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// A retry (concurrent change) after the saved state was used must not save the skipped
+    /// tables' digests as loaded from the index (without their content): the next change of
+    /// such a table is then planned from its true digests.
+    func testARetryAfterSkippingTablesSavesTheirRealDigests() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kr-retry-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let k = FakeNftKernel()
+        func applier() -> NftApplier { NftTests.applier(k, NftStateFile(directory: dir)) }
+        let first = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 1)
+        try applier().apply(first)
+        let second = NftBackend.build([plan(cluster(changingEndpointOf: 7))], shards: 4, fingerprintSalt: 1)
+        k.concurrentChangesBeforeCommit = 1
+        let r = try applier().apply(second)
+        XCTAssertEqual(r.attempts, 2)
+        XCTAssertEqual(r.read, .kernel, "the retry reads the kernel")
+        assertSame(k.dump(), second)
+        // Now change services in every shard: each table is planned from the state the retry saved.
+        var c = cluster(changingEndpointOf: 7)
+        for i in 0..<c.slices.count { c.slices[i].endpoints[1] = Endpoint(address: IPAddress(v4: 0x0af5_0000 + UInt32(i))) }
+        let third = NftBackend.build([plan(c)], shards: 4, fingerprintSalt: 1)
+        let r3 = try applier().apply(third)
+        XCTAssertTrue(r3.read != .kernel, "the saved state is used")
+        assertSame(k.dump(), third)
+        XCTAssertTrue(try NftApplier(kernel: k, kernelVersion: NftKernelVersion(6, 18)).plan(third).isEmpty, "a full read agrees")
+    }
+
+    /// Two service ports of different shards claiming the same IP and port: the first by name
+    /// wins; when it goes, the other's shard changes and so must its fingerprint.
+    func testALostDispatchKeyIsPartOfTheLosingShardsFingerprint() throws {
+        var base = plan(cluster())
+        let shardOf = { (p: Plan, i: Int) in NftBackend.shard(ofSuffix: NftBackend.suffix(p.services[i]), 4) }
+        // Two TCP service ports in different shards.
+        let tcp = base.services.indices.filter { base.services[$0].proto == .tcp }
+        let (a, b) = try XCTUnwrap(tcp.lazy.flatMap { i in tcp.lazy.filter { j in j > i && shardOf(base, i) != shardOf(base, j) }.map { (i, $0) } }.first)
+        base.services[b].clusterIP = base.services[a].clusterIP
+        var without = base
+        without.services.remove(at: a)
+        let before = NftBackend.build([base], shards: 4, fingerprintSalt: 1)
+        let after = NftBackend.build([without], shards: 4, fingerprintSalt: 1)
+        let loser = NftTableID(.ip, NftBackend.shardName("kuberules", shardOf(base, b)))
+        XCTAssertNotEqual(before.table(.ip, loser.name), after.table(.ip, loser.name), "the loser's key now dispatches")
+        XCTAssertNotEqual(before.fingerprints[loser], after.fingerprints[loser])
+    }
+
+    /// With shards, an external chain without local endpoints drops (one table: the filter hook
+    /// does), so another shard's node-port dispatch cannot take the packet.
+    func testExternalChainWithoutLocalEndpointsDropsWhenSharded() {
+        var p = plan(cluster())
+        p.services[0].externalPolicyLocal = true
+        p.services[0].localEndpoints = []
+        let ext = "external-" + NftBackend.suffix(p.services[0])
+        let sharded = NftBackend.build([p], shards: 4).tables.flatMap(\.chains).first { $0.name == ext }
+        XCTAssertEqual(sharded?.rules.last, NftRule(.drop, comment: "no local endpoints"))
+        let single = NftBackend.build([p]).tables[0].chains.first { $0.name == ext }
+        XCTAssertNotEqual(single?.rules.last?.comment, "no local endpoints", "the one-table layout is unchanged")
     }
 }
