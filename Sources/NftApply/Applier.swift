@@ -227,7 +227,7 @@ public final class NftApplier {
         var dumpedChains = 0, dumpedSets = 0
         for t in desired.tables where reused[t.id] == nil {
             guard saved.tables[t.id] != nil else { continue }
-            guard timed("load state", { stateStore.loadTable(t.id, into: &saved) }) else { return nil }
+            guard timed("load table state", { stateStore.loadTable(t.id, into: &saved) }) else { return nil }
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
             guard let (unchanged, needChains, changedDesired) = was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder)

@@ -15,7 +15,7 @@ public enum NftBackend {
     public static let maxShards = 64
 
     /// One table per family; with `shards` > 1, each family's services are split over that many
-    /// extra tables (see `buildTables`).
+    /// extra tables (see `buildFamily`).
     /// With a `fingerprintSalt` (something that changes with the kuberules build, so that a new
     /// backend never trusts an old fingerprint), each table also gets a fingerprint of the plan
     /// values it is built from (`NftRuleset.fingerprints`).
@@ -45,9 +45,6 @@ public enum NftBackend {
         return v % shards
     }
 
-    public static func buildTable(_ plan: Plan, name: String) -> NftTable {
-        buildTables(plan, name: name, shards: 1)[0]
-    }
 
     /// The readable per-service-port name `ns/name/proto/port` and its 8-character hash prefix,
     /// as kube-proxy's nftables mode names its chains.
@@ -81,11 +78,8 @@ public enum NftBackend {
     /// dispatch, so a service IP still wins over a node port on the same address and port
     /// as in one table. Each shard marks the hairpin traffic of its own endpoints at
     /// srcnat-1, so an endpoint change leaves the main table alone.
-    public static func buildTables(_ plan: Plan, name: String, shards: Int) -> [NftTable] {
-        buildFamily(plan, name: name, shards: shards, salt: nil).tables
-    }
-
-    /// The family's tables and, with a salt, their fingerprints (aligned; the table's first):
+    ///
+    /// Returns the family's tables and, with a salt, their fingerprints (aligned; the table's first):
     /// the salt, the table name, the shard count and the plan's settings, then the
     /// fingerprints of the service ports it holds (all of them for the main table).
     static func buildFamily(_ plan: Plan, name: String, shards: Int, salt: UInt64?) -> (tables: [NftTable], fingerprints: [UInt64]) {

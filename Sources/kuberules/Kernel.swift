@@ -28,7 +28,7 @@ func nftApplier(_ kernel: NftNetlink, stateDir: String) -> NftApplier {
 /// are kept until the process exits: freeing them at the end of a command is wasted work
 /// (≈80 ms at 10,000 services, the applier's committed state and the desired ruleset).
 func nftDesiredAndApplier(_ options: CompileOptions) throws -> (NftRuleset, NftApplier) {
-    let desired = try Pipeline(options: options).nftables()
+    let desired = try Pipeline(options: options).nftables(fingerprinted: true)
     let applier = nftApplier(try openNftKernel(), stateDir: options.stateDir)
     keepUntilExit(desired, applier)
     return (desired, applier)

@@ -42,10 +42,11 @@ struct Pipeline {
         return Timing.measure("iptables backend") { IptablesBackend.build(plans[0], options: opts) }
     }
 
-    func nftables() throws -> NftRuleset {
+    /// `fingerprinted`: with table fingerprints (apply and diff use them; render does not).
+    func nftables(fingerprinted: Bool = false) throws -> NftRuleset {
         let plans = try Timing.measure("load+plan") { try self.plans() }
         defer { Parallel.releaseInBackground(plans) }
-        return Timing.measure("nftables backend") { NftBackend.build(plans, table: options.table, shards: options.nftShards, fingerprintSalt: buildIdentity()) }
+        return Timing.measure("nftables backend") { NftBackend.build(plans, table: options.table, shards: options.nftShards, fingerprintSalt: fingerprinted ? buildIdentity() : nil) }
     }
 
     /// Identifies this kuberules executable (size, modification time, inode): table
