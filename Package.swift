@@ -16,7 +16,7 @@ let package = Package(
         // Kubernetes objects, manifest loading, validation, KubeProxyConfiguration.
         .target(name: "KubeModel", dependencies: ["Parallel", .product(name: "Yams", package: "Yams")]),
         // The backend-neutral plan: every Kubernetes rule of behaviour lives here, once.
-        .target(name: "KubePlan", dependencies: ["KubeModel", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "KubePlan", dependencies: ["KubeModel", "Parallel", .product(name: "Crypto", package: "swift-crypto")]),
         // kube-proxy-exact iptables layout (pure).
         .target(name: "IptablesBackend", dependencies: ["KubePlan"]),
         // iptables apply: iptables-save / iptables-restore --noflush, partial syncs (no C).

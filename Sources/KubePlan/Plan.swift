@@ -1,4 +1,5 @@
 import KubeModel
+import Parallel
 
 /// One endpoint of one service port, as the proxy sees it.
 public struct PlannedEndpoint: Sendable, Hashable {
@@ -145,12 +146,11 @@ public enum Planner {
 
         let zone = node.zone
         let primary = node.primaryIP(family)
-        var out = [ServicePortPlan]()
-        out.reserveCapacity(cluster.services.count)
-        var total = 0
-        for svc in cluster.services {
-            if svc.type == .externalName || svc.headless { continue }
-            guard let clusterIP = svc.clusterIPs.first(where: { $0.family == family }) else { continue }
+        // Each Service is planned on its own (in parallel); the ports come back in input order.
+        let perService = Parallel.map(count: cluster.services.count, minimumPerTask: 256) { (i: Int) -> (ports: [ServicePortPlan], endpoints: Int) in
+            let svc = cluster.services[i]
+            if svc.type == .externalName || svc.headless { return ([], 0) }
+            guard let clusterIP = svc.clusterIPs.first(where: { $0.family == family }) else { return ([], 0) }
             let key = svc.namespace + "/" + svc.name
             let slices = slicesByService[key] ?? []
             let externalIPs = svc.externalIPs.filter { $0.family == family }
@@ -161,10 +161,10 @@ public enum Planner {
             let eLocal = externallyAccessibleService && svc.externalTrafficPolicy == .local
             let iLocal = svc.internalTrafficPolicy == .local
             let hcPort = (svc.type == .loadBalancer && svc.externalTrafficPolicy == .local) ? svc.healthCheckNodePort : 0
-            for sp in svc.ports {
+            var endpointCount = 0
+            let ports = svc.ports.map { sp in
                 let spn = ServicePortName(namespace: svc.namespace, name: svc.name, port: sp.name)
                 let all = endpoints(for: sp, slices: slices, nodeName: node.nodeName)
-                total += all.count
                 var plan = ServicePortPlan(
                     name: spn, proto: sp.proto, clusterIP: clusterIP, port: sp.port, nodePort: sp.nodePort,
                     externalIPs: externalIPs, loadBalancerIPs: lbIPs, sourceRanges: ranges,
@@ -172,9 +172,18 @@ public enum Planner {
                     internalPolicyLocal: iLocal, externalPolicyLocal: eLocal,
                     clusterEndpoints: [], localEndpoints: [], reachableEndpoints: [], hasEndpoints: false,
                     allowFromNode: primary.map { ip in ranges.contains { $0.contains(ip) } } ?? false)
+                endpointCount += all.count
                 categorize(&plan, all, nodeName: node.nodeName, zone: zone)
-                out.append(plan)
+                return plan
             }
+            return (ports, endpointCount)
+        }
+        var out = [ServicePortPlan]()
+        out.reserveCapacity(perService.reduce(0) { $0 + $1.ports.count })
+        var total = 0
+        for s in perService {
+            total += s.endpoints
+            out.append(contentsOf: s.ports)
         }
         out.sort { $0.name.description < $1.name.description }
         let (nodePorts, localhost) = node.nodePortSelection(family)
