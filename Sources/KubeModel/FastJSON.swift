@@ -1,3 +1,12 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Parallel
+
 /// Builds KNode trees straight from JSON text (what `kubectl get -o json` prints), several times
 /// faster than libyaml's event parser, which pays for YAML's generality on every byte. Values come
 /// out exactly as the YAML path resolves them (numbers go through the same plain-scalar resolver).
@@ -5,12 +14,64 @@
 /// nesting) returns nil and the caller takes the YAML path, which reports errors with their line
 /// and column.
 enum FastJSON {
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> KNode? {
+    /// `parts`: how many parts a large list near the top is parsed in, in parallel, when the
+    /// input has at least `splitAbove` bytes.
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, parts: Int = Parallel.cores, splitAbove: Int = 1 << 20) -> KNode? {
         var p = Parser(bytes: bytes)
+        p.parts = bytes.count >= splitAbove ? parts : 1
         p.skipSpace()
         guard let root = p.value(depth: 0) else { return nil }
         p.skipSpace()
         return p.pos == bytes.count ? root : nil
+    }
+
+    /// Where a list whose first item starts at `first` is cut into up to `parts` parts: `first`,
+    /// then for each further share, the first later line that starts, at the first item's
+    /// column with the same indentation, with the same byte as the first item and follows a comma.
+    /// Only `first` when the first item does not start a line.
+    static func cuts(_ bytes: UnsafeBufferPointer<UInt8>, first: Int, end: Int, parts: Int) -> [Int] {
+        var lineStart = first
+        while lineStart > 0 && bytes[lineStart - 1] != 0x0A { lineStart -= 1 }
+        guard lineStart > 0, (lineStart..<first).allSatisfy({ bytes[$0] == 0x20 || bytes[$0] == 0x09 }) else { return [first] }
+        let indent = first - lineStart
+        var cuts = [first]
+        for k in 1..<max(1, parts) {
+            var i = max(cuts[cuts.count - 1] + 1, first + (end - first) * k / parts)
+            var found: Int?
+            while i < end, let nl = next(0x0A, in: bytes, from: i, to: end) {
+                let item = nl + 1 + indent
+                if item < end && bytes[item] == bytes[first] && (nl + 1..<item).allSatisfy({ bytes[$0] == bytes[lineStart + $0 - nl - 1] }),
+                   previousNonSpace(bytes, before: nl + 1) == UInt8(ascii: ",") {
+                    found = item
+                    break
+                }
+                i = nl + 1
+            }
+            guard let cut = found else { break }
+            cuts.append(cut)
+        }
+        return cuts
+    }
+
+    static func next(_ b: UInt8, in bytes: UnsafeBufferPointer<UInt8>, from: Int, to: Int) -> Int? {
+        guard from < to, let p = memchr(bytes.baseAddress! + from, Int32(b), to - from) else { return nil }
+        return UnsafePointer<UInt8>(p.assumingMemoryBound(to: UInt8.self)) - bytes.baseAddress!
+    }
+
+    static func count(_ b: UInt8, in bytes: UnsafeBufferPointer<UInt8>, from: Int, to: Int) -> Int {
+        var n = 0
+        for i in from..<to where bytes[i] == b { n += 1 }
+        return n
+    }
+
+    static func previousNonSpace(_ bytes: UnsafeBufferPointer<UInt8>, before: Int) -> UInt8? {
+        var i = before - 1
+        while i >= 0 {
+            let c = bytes[i]
+            if c != 0x20 && c != 0x09 && c != 0x0A && c != 0x0D { return c }
+            i -= 1
+        }
+        return nil
     }
 
     private struct Parser {
@@ -23,10 +84,15 @@ enum FastJSON {
         var fields: [KMap.Element] = []
         var items: [KNode] = []
 
-        init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+        /// Where this parser's input ends (a part of a list parsed on its own ends early).
+        var end: Int
+        /// How many parts a list near the top (a `List`'s items) is cut into, parsed in parallel.
+        var parts = 1
+
+        init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes; end = bytes.count }
 
         mutating func skipSpace() {
-            while pos < bytes.count {
+            while pos < end {
                 switch bytes[pos] {
                 case 0x20, 0x09, 0x0D: pos += 1
                 case 0x0A: pos += 1; line += 1
@@ -36,25 +102,25 @@ enum FastJSON {
         }
 
         mutating func value(depth: Int) -> KNode? {
-            guard pos < bytes.count, depth <= 200 else { return nil }
+            guard pos < end, depth <= 200 else { return nil }
             let start = line
             switch bytes[pos] {
             case UInt8(ascii: "{"):
                 pos += 1
                 skipSpace()
-                if pos < bytes.count && bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(KMap()), line: start) }
+                if pos < end && bytes[pos] == UInt8(ascii: "}") { pos += 1; return KNode(.map(KMap()), line: start) }
                 let base = fields.count
                 while true {
                     skipSpace()
-                    guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\""), let key = string() else { return nil }
+                    guard pos < end, bytes[pos] == UInt8(ascii: "\""), let key = string() else { return nil }
                     skipSpace()
-                    guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { return nil }
+                    guard pos < end, bytes[pos] == UInt8(ascii: ":") else { return nil }
                     pos += 1
                     skipSpace()
                     guard let v = value(depth: depth + 1) else { return nil }
                     fields.append((key, v))
                     skipSpace()
-                    guard pos < bytes.count else { return nil }
+                    guard pos < end else { return nil }
                     if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
                     if bytes[pos] == UInt8(ascii: "}") {
                         pos += 1
@@ -68,14 +134,15 @@ enum FastJSON {
             case UInt8(ascii: "["):
                 pos += 1
                 skipSpace()
-                if pos < bytes.count && bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list([]), line: start) }
+                if pos < end && bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list([]), line: start) }
+                if parts > 1 && depth <= 1, let list = parallelList(depth: depth) { return KNode(.list(list), line: start) }
                 let base = items.count
                 while true {
                     skipSpace()
                     guard let v = value(depth: depth + 1) else { return nil }
                     items.append(v)
                     skipSpace()
-                    guard pos < bytes.count else { return nil }
+                    guard pos < end else { return nil }
                     if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
                     if bytes[pos] == UInt8(ascii: "]") {
                         pos += 1
@@ -92,7 +159,7 @@ enum FastJSON {
                 // true, false, null or a number: the token up to the next delimiter, resolved as a
                 // plain YAML scalar so both paths agree on every value.
                 let begin = pos
-                while pos < bytes.count {
+                while pos < end {
                     let c = bytes[pos]
                     if c == UInt8(ascii: ",") || c == UInt8(ascii: "}") || c == UInt8(ascii: "]")
                         || c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D { break }
@@ -104,11 +171,63 @@ enum FastJSON {
             }
         }
 
+        /// The items of a large list, parsed in parts on every core; `pos` is at its first item.
+        /// The list is cut before items that start a line at the same column as the first one
+        /// (how kubectl and every JSON pretty-printer lay out a list of objects). A cut is only
+        /// a guess, so it is checked: each part but the last must parse as whole items, each
+        /// followed by a comma, ending exactly at the next cut. Since a part starts where an
+        /// item really starts, parsing it reads its bytes as the whole parse would. nil (and
+        /// `pos` unchanged) when the list is small, not laid out that way, or a cut is wrong:
+        /// then the caller parses the list in one piece.
+        mutating func parallelList(depth: Int) -> [KNode]? {
+            let first = pos
+            let cuts = FastJSON.cuts(bytes, first: first, end: end, parts: parts)
+            guard cuts.count > 1 else { return nil }
+            // The line each part starts on.
+            var lines = [line]
+            for k in 1..<cuts.count {
+                lines.append(lines[k - 1] + FastJSON.count(0x0A, in: bytes, from: cuts[k - 1], to: cuts[k]))
+            }
+            let buffer = self.bytes, fullEnd = self.end
+            let results = Parallel.map(count: cuts.count) { (k: Int) -> (items: [KNode], pos: Int, line: Int)? in
+                var p = Parser(bytes: buffer)
+                p.pos = cuts[k]
+                p.line = lines[k]
+                p.end = k + 1 < cuts.count ? cuts[k + 1] : fullEnd
+                var out = [KNode]()
+                while true {
+                    p.skipSpace()
+                    guard let v = p.value(depth: depth + 1) else { return nil }
+                    out.append(v)
+                    p.skipSpace()
+                    guard p.pos < p.end else { return nil }
+                    if p.bytes[p.pos] == UInt8(ascii: ",") {
+                        p.pos += 1
+                        p.skipSpace()
+                        if k + 1 < cuts.count && p.pos == p.end { return (out, p.pos, p.line) }
+                        continue
+                    }
+                    // Only the last part ends the list.
+                    if p.bytes[p.pos] == UInt8(ascii: "]") && k + 1 == cuts.count { p.pos += 1; return (out, p.pos, p.line) }
+                    return nil
+                }
+            }
+            var list = [KNode]()
+            list.reserveCapacity(results.reduce(0) { $0 + ($1?.items.count ?? 0) })
+            for r in results {
+                guard let r else { return nil }
+                list.append(contentsOf: r.items)
+            }
+            pos = results[results.count - 1]!.pos
+            line = results[results.count - 1]!.line
+            return list
+        }
+
         /// A JSON string starting at the opening quote; nil when malformed.
         mutating func string() -> String? {
             pos += 1
             let begin = pos
-            while pos < bytes.count {
+            while pos < end {
                 let c = bytes[pos]
                 if c == UInt8(ascii: "\"") {
                     let s = String(decoding: UnsafeBufferPointer(rebasing: bytes[begin..<pos]), as: UTF8.self)
@@ -125,13 +244,13 @@ enum FastJSON {
         /// The slow path for strings with escapes.
         mutating func escapedString(_ begin: Int) -> String? {
             var out = [UInt8](UnsafeBufferPointer(rebasing: bytes[begin..<pos]))
-            while pos < bytes.count {
+            while pos < end {
                 let c = bytes[pos]
                 if c == UInt8(ascii: "\"") { pos += 1; return String(decoding: out, as: UTF8.self) }
                 if c < 0x20 { return nil }
                 if c != UInt8(ascii: "\\") { out.append(c); pos += 1; continue }
                 pos += 1
-                guard pos < bytes.count else { return nil }
+                guard pos < end else { return nil }
                 let e = bytes[pos]
                 pos += 1
                 switch e {
@@ -145,7 +264,7 @@ enum FastJSON {
                     guard var scalar = hex4() else { return nil }
                     if (0xD800..<0xDC00).contains(scalar) {
                         // A surrogate pair: \uD83D\uDE00.
-                        guard pos + 1 < bytes.count, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else { return nil }
+                        guard pos + 1 < end, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else { return nil }
                         pos += 2
                         guard let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
                         scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
@@ -159,7 +278,7 @@ enum FastJSON {
         }
 
         mutating func hex4() -> UInt32? {
-            guard pos + 4 <= bytes.count else { return nil }
+            guard pos + 4 <= end else { return nil }
             var v: UInt32 = 0
             for _ in 0..<4 {
                 let c = bytes[pos]

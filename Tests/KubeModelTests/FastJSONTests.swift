@@ -12,6 +12,77 @@ final class FastJSONTests: XCTestCase {
 
     func viaYAML(_ text: String) -> KNode? { FastYAML.parse(text)?.first }
 
+    /// Parsed with a large list cut into `parts` parts (any size of input).
+    func inParts(_ text: String, _ parts: Int) -> KNode? {
+        var t = text
+        return t.withUTF8 { FastJSON.parse($0, parts: parts, splitAbove: 0) }
+    }
+
+    /// A `kubectl get -o json`-style list of services: items one per line at one column, with
+    /// nested lists of objects, escapes and numbers.
+    func prettyList(_ n: Int) -> String {
+        var items = [String]()
+        for i in 0..<n {
+            items.append("""
+              {
+               "kind": "Service", "metadata": {"name": "s-\(i)", "note": "a \\"quoted\\" \\n line, {x}"},
+               "spec": {"ports": [
+                {"port": \(i % 65535 + 1), "name": "p"},
+                {"port": 2, "protocol": "UDP"}
+               ], "ok": true, "ratio": 0.5}
+              }
+            """)
+        }
+        return "{\n \"kind\": \"List\",\n \"items\": [\n" + items.joined(separator: ",\n") + "\n ],\n \"metadata\": {}\n}\n"
+    }
+
+    func testLargeListsParsedInPartsGiveTheSameTree() throws {
+        let text = prettyList(101)
+        let whole = try XCTUnwrap(inParts(text, 1))
+        for parts in [2, 3, 7, 200] { XCTAssertEqual(inParts(text, parts), whole, "\(parts) parts") }
+        XCTAssertEqual(viaYAML(text), whole)
+        // A top-level list too.
+        let list = "[\n" + (0..<50).map { "  {\"i\": \($0),\n   \"s\": [\n  1]}" }.joined(separator: ",\n") + "\n]"
+        XCTAssertEqual(inParts(list, 4), inParts(list, 1))
+        XCTAssertEqual(inParts(list, 4), viaYAML(list))
+    }
+
+    func testAPrettyListIsCutAtItemStarts() throws {
+        var text = prettyList(101)
+        let r = try XCTUnwrap(text.range(of: "[\n  {"))
+        let first = text.utf8.distance(from: text.startIndex, to: r.upperBound) - 1
+        let cuts = text.withUTF8 { FastJSON.cuts($0, first: first, end: $0.count, parts: 3) }
+        XCTAssertEqual(cuts.count, 3)
+        text.withUTF8 { b in
+            for c in cuts.dropFirst() {
+                XCTAssertEqual(b[c], UInt8(ascii: "{"))
+                XCTAssertEqual(Array(b[(c - 4)..<c]), Array(",\n  ".utf8))
+            }
+        }
+        // Not laid out one item per line: no cut.
+        var flat = #"{"items": [{"a": 1}, {"b": 2}, {"c": 3}]}"#
+        XCTAssertEqual(flat.withUTF8 { FastJSON.cuts($0, first: 11, end: $0.count, parts: 3) }, [11])
+    }
+
+    func testAWrongCutFallsBackToOnePiece() throws {
+        // Nested items start lines at the same column as the list's items: every guess after the
+        // first item is inside it or in another list, and the parse must still be exact.
+        let nested = "{\"items\": [\n  {\"a\": [\n  {\"x\": 1},\n  {\"y\": 2},\n  {\"z\": 3}\n]},\n  {\"b\": 2}\n],\n \"more\": [\n  {\"c\": 1},\n  {\"d\": 2}\n]}"
+        let whole = try XCTUnwrap(inParts(nested, 1))
+        for parts in 2...6 { XCTAssertEqual(inParts(nested, parts), whole, "\(parts) parts") }
+        XCTAssertEqual(viaYAML(nested), whole)
+    }
+
+    func testErrorsInAnyPartAreErrors() {
+        let text = prettyList(40)
+        for (bad, what) in [(text.replacingOccurrences(of: "\"s-3\"", with: "\"s-3"), "first part"),
+                            (text.replacingOccurrences(of: "\"s-38\"", with: "s-38"), "last part"),
+                            (text.replacingOccurrences(of: "\"name\": \"s-20\"", with: "\"name\": \"s-20\", \"name\": 1"), "duplicate key"),
+                            (text.replacingOccurrences(of: "\n ],\n \"metadata\"", with: "\n ,\n \"metadata\""), "list not closed")] {
+            for parts in [2, 3, 5] { XCTAssertNil(inParts(bad, parts), "\(what), \(parts) parts") }
+        }
+    }
+
     func testSameTreesAsTheYAMLPath() {
         let docs = [
             #"{"apiVersion": "v1", "kind": "List", "items": [{"a": 1, "b": -2, "c": 1.5, "d": 1e3, "e": true, "f": false, "g": null}]}"#,
