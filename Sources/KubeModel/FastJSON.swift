@@ -17,12 +17,23 @@ enum FastJSON {
     /// `parts`: how many parts a large list near the top is parsed in, in parallel, when the
     /// input has at least `splitAbove` bytes.
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>, parts: Int = Parallel.cores, splitAbove: Int = 1 << 20) -> KNode? {
+        parse(bytes, parts: parts, splitAbove: splitAbove, items: nil)?.root
+    }
+
+    /// As `parse`, and when the root is an object whose `items` list is parsed in parts, each
+    /// item is handed to `items` as soon as it is parsed, on the thread that parsed it, and only
+    /// the results are kept: `root` then holds an empty `items` list and `items` the results in
+    /// order. (A `List` of 10,000 objects is decoded while it is parsed, and the tree of each item
+    /// is freed where it was built.) `items` is nil in the result when the list was parsed whole.
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, parts: Int = Parallel.cores, splitAbove: Int = 1 << 20,
+                      items: ((KNode) -> Any)?) -> (root: KNode, items: [Any]?)? {
         var p = Parser(bytes: bytes)
         p.parts = bytes.count >= splitAbove ? parts : 1
+        p.itemTransform = items
         p.skipSpace()
         guard let root = p.value(depth: 0) else { return nil }
         p.skipSpace()
-        return p.pos == bytes.count ? root : nil
+        return p.pos == bytes.count ? (root, p.transformedItems) : nil
     }
 
     /// Where a list whose first item starts at `first` is cut into up to `parts` parts: `first`,
@@ -88,6 +99,9 @@ enum FastJSON {
         var end: Int
         /// How many parts a list near the top (a `List`'s items) is cut into, parsed in parallel.
         var parts = 1
+        /// Applied to each item of the root object's `items` list when it is parsed in parts.
+        var itemTransform: ((KNode) -> Any)?
+        var transformedItems: [Any]?
 
         init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes; end = bytes.count }
 
@@ -117,8 +131,13 @@ enum FastJSON {
                     guard pos < end, bytes[pos] == UInt8(ascii: ":") else { return nil }
                     pos += 1
                     skipSpace()
-                    guard let v = value(depth: depth + 1) else { return nil }
-                    fields.append((key, v))
+                    if depth == 0, key == "items", let transform = itemTransform, let list = transformedList(transform) {
+                        transformedItems = list.items
+                        fields.append((key, KNode(.list([]), line: list.line)))
+                    } else {
+                        guard let v = value(depth: depth + 1) else { return nil }
+                        fields.append((key, v))
+                    }
                     skipSpace()
                     guard pos < end else { return nil }
                     if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
@@ -135,7 +154,7 @@ enum FastJSON {
                 pos += 1
                 skipSpace()
                 if pos < end && bytes[pos] == UInt8(ascii: "]") { pos += 1; return KNode(.list([]), line: start) }
-                if parts > 1 && depth <= 1, let list = parallelList(depth: depth) { return KNode(.list(list), line: start) }
+                if parts > 1 && depth <= 1, let list = parallelList(depth: depth, { $0 }) { return KNode(.list(list), line: start) }
                 let base = items.count
                 while true {
                     skipSpace()
@@ -179,7 +198,19 @@ enum FastJSON {
         /// item really starts, parsing it reads its bytes as the whole parse would. nil (and
         /// `pos` unchanged) when the list is small, not laid out that way, or a cut is wrong:
         /// then the caller parses the list in one piece.
-        mutating func parallelList(depth: Int) -> [KNode]? {
+        /// The root's `items` list at `pos`, parsed in parts with `transform` applied to each
+        /// item; nil (and `pos` unchanged) when it is not a list cut into parts.
+        mutating func transformedList(_ transform: (KNode) -> Any) -> (items: [Any], line: Int)? {
+            guard parts > 1, pos < end, bytes[pos] == UInt8(ascii: "[") else { return nil }
+            let (savedPos, savedLine) = (pos, line)
+            pos += 1
+            skipSpace()
+            if pos < end && bytes[pos] != UInt8(ascii: "]"), let list = parallelList(depth: 1, transform) { return (list, savedLine) }
+            (pos, line) = (savedPos, savedLine)
+            return nil
+        }
+
+        mutating func parallelList<T>(depth: Int, _ transform: (KNode) -> T) -> [T]? {
             let first = pos
             let cuts = FastJSON.cuts(bytes, first: first, end: end, parts: parts)
             guard cuts.count > 1 else { return nil }
@@ -189,16 +220,16 @@ enum FastJSON {
                 lines.append(lines[k - 1] + FastJSON.count(0x0A, in: bytes, from: cuts[k - 1], to: cuts[k]))
             }
             let buffer = self.bytes, fullEnd = self.end
-            let results = Parallel.map(count: cuts.count) { (k: Int) -> (items: [KNode], pos: Int, line: Int)? in
+            let results = Parallel.map(count: cuts.count) { (k: Int) -> (items: [T], pos: Int, line: Int)? in
                 var p = Parser(bytes: buffer)
                 p.pos = cuts[k]
                 p.line = lines[k]
                 p.end = k + 1 < cuts.count ? cuts[k + 1] : fullEnd
-                var out = [KNode]()
+                var out = [T]()
                 while true {
                     p.skipSpace()
                     guard let v = p.value(depth: depth + 1) else { return nil }
-                    out.append(v)
+                    out.append(transform(v))
                     p.skipSpace()
                     guard p.pos < p.end else { return nil }
                     if p.bytes[p.pos] == UInt8(ascii: ",") {
@@ -212,7 +243,7 @@ enum FastJSON {
                     return nil
                 }
             }
-            var list = [KNode]()
+            var list = [T]()
             list.reserveCapacity(results.reduce(0) { $0 + ($1?.items.count ?? 0) })
             for r in results {
                 guard let r else { return nil }

@@ -67,13 +67,36 @@ public struct ManifestLoader {
     }
 
     private mutating func loadText(_ data: Data, file: String) {
-        guard let docs = Self.parseDocuments(data, file: file, errors: &errors) else { return }
+        // A large JSON List has its items decoded as they are parsed (see FastJSON.parse).
+        var decodedItems: [Any]?
+        guard let docs = Self.parseDocuments(data, file: file, errors: &errors, listItem: { Self.decode($0, file: file, depth: 1) },
+                                             items: &decodedItems) else { return }
+        if let decodedItems, docs.count == 1, case .list = Self.decode(docs[0], file: file, depth: 0) {
+            for d in decodedItems { add(d as! Decoded, file: file) }
+            return
+        }
+        // Items decoded for a root that turned out not to be a List: parse again, whole.
+        if decodedItems != nil {
+            var ignored: [Any]?
+            guard let whole = Self.parseDocuments(data, file: file, errors: &errors, listItem: nil, items: &ignored) else { return }
+            for doc in whole { loadObject(doc, file: file, depth: 0) }
+            Parallel.releaseInBackground(whole)
+            return
+        }
         for doc in docs { loadObject(doc, file: file, depth: 0) }
         Parallel.releaseInBackground(docs)
     }
 
     /// Parses YAML (which includes JSON) into documents; reports syntax errors with line numbers.
     public static func parseDocuments(_ data: Data, file: String, errors: inout [Diagnostic]) -> [KNode]? {
+        var ignored: [Any]?
+        return parseDocuments(data, file: file, errors: &errors, listItem: nil, items: &ignored)
+    }
+
+    /// As above; `listItem`, when given, is applied to the items of a large JSON root object's
+    /// `items` list as they are parsed, and `items` receives the results (nil when not done).
+    static func parseDocuments(_ data: Data, file: String, errors: inout [Diagnostic],
+                               listItem: ((KNode) -> Any)?, items: inout [Any]?) -> [KNode]? {
         // memchr, not Data.contains: the byte-by-byte iterator costs ~0.1 s on 30 MB.
         let hasNUL = data.withUnsafeBytes { raw in raw.count > 0 && memchr(raw.baseAddress!, 0, raw.count) != nil }
         if hasNUL {
@@ -86,7 +109,10 @@ public struct ManifestLoader {
         }
         if Self.looksLikeJSON(text) {
             var text = text
-            if let root = text.withUTF8({ FastJSON.parse($0) }) { return [root] }
+            if let parsed = text.withUTF8({ FastJSON.parse($0, items: listItem) }) {
+                items = parsed.items
+                return [parsed.root]
+            }
         }
         if let fast = FastYAML.parse(text) { return fast }
         var docs = [KNode]()

@@ -124,6 +124,42 @@ final class FastJSONTests: XCTestCase {
         XCTAssertEqual(cluster.services.map(\.ref.name), (0..<300).map { "s\($0)" })
     }
 
+    /// What loading a text gives: service names and every diagnostic (errors, or warnings).
+    struct Loaded: Equatable { var names: [String]; var diagnostics: [String] }
+
+    func loaded(_ text: String, skipInvalid: Bool = false) -> Loaded {
+        var loader = ManifestLoader(skipInvalid: skipInvalid)
+        do {
+            let c = try loader.load(text: text, file: "big.json")
+            return Loaded(names: c.services.map(\.ref.name), diagnostics: loader.warnings.map(\.description))
+        } catch let e as InputError {
+            return Loaded(names: [], diagnostics: e.diagnostics.map(\.description))
+        } catch {
+            return Loaded(names: [], diagnostics: ["\(error)"])
+        }
+    }
+
+    func testALargePrettyListIsDecodedWhileItIsParsed() throws {
+        // Over 1 MB with one item per block at one column: parsed in parts, each item decoded as
+        // it is parsed. The same text without newlines is parsed and decoded whole.
+        let items = (0..<6000).map { i in
+            "  {\"apiVersion\": \"v1\", \"kind\": \"Service\",\n   \"metadata\": {\"name\": \"s\(i)\", \"namespace\": \"ns\"},\n" +
+            "   \"spec\": {\"clusterIP\": \"10.96.\(i / 250).\(i % 250 + 1)\", \"ports\": [{\"name\": \"http\", \"port\": \(i == 4321 ? 70000 : 80), \"protocol\": \"TCP\"}]}}"
+        }
+        let pretty = "{\n \"apiVersion\": \"v1\",\n \"kind\": \"List\",\n \"items\": [\n" + items.joined(separator: ",\n") + "\n ]\n}\n"
+        XCTAssertGreaterThan(pretty.utf8.count, 1 << 20)
+        let flat = pretty.replacingOccurrences(of: "\n", with: "")
+        XCTAssertEqual(loaded(pretty).diagnostics, ["big.json: Service ns/s4321: spec.ports[0].port: 70000 is not a valid port (1-65535)"])
+        XCTAssertEqual(loaded(pretty), loaded(flat))
+        let skipped = loaded(pretty, skipInvalid: true)
+        XCTAssertEqual(skipped.names, (0..<6000).filter { $0 != 4321 }.map { "s\($0)" })
+        XCTAssertEqual(skipped, loaded(flat, skipInvalid: true))
+        // A root that is not a List but has a large `items` field: loaded as what it is.
+        let service = "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"web\", \"namespace\": \"ns\"},\n" +
+            " \"spec\": {\"clusterIP\": \"10.96.0.1\", \"ports\": [{\"port\": 80}]},\n \"items\": [\n" + items.joined(separator: ",\n") + "\n ]\n}\n"
+        XCTAssertEqual(loaded(service), Loaded(names: ["web"], diagnostics: []))
+    }
+
     func testObjectsKeepTheirFieldsWithAndWithoutTheNameIndex() {
         // Past KMap.indexThreshold fields an object is indexed by name; lookups, duplicate
         // detection and order-insensitive equality must not change.
