@@ -230,7 +230,7 @@ public final class NftApplier {
             guard timed("load table state", { stateStore.loadTable(t.id, into: &saved) }) else { return nil }
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
-            guard let (unchanged, needChains, changedDesired) = was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder)
+            guard let (unchanged, needChains, changedDesired) = timed("compare", { was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder) })
             else { return nil }
             var needSets = Set(was.sets.filter { w.sets[$0.key] != $0.value }.keys)
             // A changed set whose committed elements were saved (same definition) is rebuilt
@@ -243,11 +243,11 @@ public final class NftApplier {
                       let newDigest = w.sets[s.name] else { continue }
                 let new = NftSavedElements(s, digest: newDigest)
                 encoded[t.id, default: [:]][s.name] = new
-                guard old.definition == new.definition, let have = Self.rebuild(s, from: old.bytes, desired: new.bytes) else { continue }
+                guard old.definition == new.definition, let have = timed("rebuild set", { Self.rebuild(s, from: old.bytes, desired: new.bytes) }) else { continue }
                 rebuilt.append(have)
                 needSets.remove(s.name)
             }
-            guard let part = try kernel.dumpTable(t.id, chains: needChains, sets: needSets),
+            guard let part = try timed("dump", { try kernel.dumpTable(t.id, chains: needChains, sets: needSets) }),
                   part.chains.count == needChains.count, part.sets.count == needSets.count else { return nil }
             dumpedChains += needChains.count
             dumpedSets += needSets.count
