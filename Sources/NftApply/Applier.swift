@@ -297,9 +297,10 @@ public final class NftApplier {
     }
 
     /// The diff of the desired ruleset against a state read by `readState`.
-    private func diff(_ desired: NftRuleset, _ state: CurrentState) throws -> NftPlan {
+    /// `listing`: whether the plan carries its human-readable listing.
+    private func diff(_ desired: NftRuleset, _ state: CurrentState, listing: Bool = true) throws -> NftPlan {
         guard !state.equalChains.isEmpty || !state.unchangedTables.isEmpty else {
-            return try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion)
+            return try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion, listing: listing)
         }
         // Unchanged tables were valid when committed: only the others are validated and diffed.
         var restricted = desired
@@ -322,7 +323,7 @@ public final class NftApplier {
             }
             restricted.tables[i].chains = kept
         }
-        var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: state.tables, kernel: kernelVersion, validate: false) }
+        var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: state.tables, kernel: kernelVersion, validate: false, listing: listing) }
         plan.unchanged.tables += equal.tables
         plan.unchanged.chains += equal.chains
         plan.unchanged.rules += equal.rules
@@ -397,7 +398,7 @@ public final class NftApplier {
         for id in try kernel.tableIDs().filter(desired.isStaleShard).sorted() {
             plan.changes.append(.deleteTable(id))
             plan.removed.tables += 1
-            plan.listing.append("delete table \(id.family.rawValue) \(id.name) (shard no longer used)")
+            plan.list("delete table \(id.family.rawValue) \(id.name) (shard no longer used)")
         }
     }
 
@@ -414,7 +415,7 @@ public final class NftApplier {
             phases = []
             let state = try timed("read") { try readState(desired) }
             report.read = lastReadSource
-            var plan = try timed("plan") { try diff(desired, state) }
+            var plan = try timed("plan") { try diff(desired, state, listing: dryRun) }
             try deleteStaleShards(desired, into: &plan)
             report.added = plan.added
             report.changed = plan.changed

@@ -50,8 +50,20 @@ public struct NftPlan: Sendable {
     public var deferredChainDeletes: [String] = []
     /// The same, per table.
     public var deferredByTable: [NftTableID: [String]] = [:]
-    /// Human-readable change listing, one line per change.
+    /// Human-readable change listing, one line per change (when `listed`).
     public var listing: [String] = []
+    /// Whether `listing` is written: `apply` without `--dry-run` prints no listing, and at
+    /// 10,000 services writing one (every added rule as text) was most of a full apply's planning.
+    public var listed = true
+
+    /// Adds a line to the listing, when there is one.
+    mutating func list(_ line: @autoclosure () -> String) {
+        if listed { listing.append(line()) }
+    }
+
+    mutating func list(_ lines: @autoclosure () -> [String]) {
+        if listed { listing.append(contentsOf: lines()) }
+    }
 
     public var isEmpty: Bool { changes.isEmpty }
 }
@@ -69,9 +81,11 @@ public enum NftDiffError: Error, Sendable, CustomStringConvertible {
 public enum NftDiff {
     /// `current[id]` is the dumped table (nil if absent) for every table in `desired`.
     /// `validate: false` when the caller validated a larger desired ruleset this one is part of.
+    /// `listing: false` leaves `NftPlan.listing` empty.
     public static func plan(desired: NftRuleset, current: [NftTableID: NftTable],
-                            kernel: NftKernelVersion, validate check: Bool = true) throws -> NftPlan {
+                            kernel: NftKernelVersion, validate check: Bool = true, listing: Bool = true) throws -> NftPlan {
         var plan = NftPlan(changes: [])
+        plan.listed = listing
         for t in desired.sortedTables {
             if check { try validate(t) }
             diffTable(t, current[t.id] ?? nil, kernel: kernel, into: &plan)
@@ -145,7 +159,7 @@ public enum NftDiff {
             if have != nil {
                 // Table userdata cannot be updated in place: recreate the table.
                 plan.changes.append(.deleteTable(id))
-                plan.listing.append("delete table \(id.family.rawValue) \(id.name) (comment changed)")
+                plan.list("delete table \(id.family.rawValue) \(id.name) (comment changed)")
                 plan.added.tables -= 1
                 plan.changed.tables += 1
             }
@@ -283,25 +297,25 @@ public enum NftDiff {
         // 1. flush chains (changed and stale)
         for c in flush {
             plan.changes.append(.flushChain(id, chain: c))
-            plan.listing.append("flush chain \(id.family.rawValue) \(id.name) \(c)")
+            plan.list("flush chain \(id.family.rawValue) \(id.name) \(c)")
         }
         // 2. delete elements
         for s in elementDeletes {
             plan.changes.append(.deleteElements(id, s))
-            plan.listing.append(contentsOf: s.elements.sorted { $0.key < $1.key }.map {
+            plan.list( s.elements.sorted { $0.key < $1.key }.map {
                 "delete element \(id.family.rawValue) \(id.name) \(s.name) { \($0.text(in: s)) }"
             })
         }
         // 3. delete stale and recreated sets (their rules were flushed above)
         for s in staleSets {
             plan.changes.append(.deleteSet(id, set: s.name))
-            plan.listing.append("delete \(s.isMap ? "map" : "set") \(id.family.rawValue) \(id.name) \(s.name)")
+            plan.list("delete \(s.isMap ? "map" : "set") \(id.family.rawValue) \(id.name) \(s.name)")
             plan.removed.sets += 1
             plan.removed.elements += s.elements.count
         }
         for name in recreatedSets.sorted() {
             plan.changes.append(.deleteSet(id, set: name))
-            plan.listing.append("delete set \(id.family.rawValue) \(id.name) \(name) (definition changed)")
+            plan.list("delete set \(id.family.rawValue) \(id.name) \(name) (definition changed)")
             plan.changed.sets += 1
         }
         // 4. delete stale and recreated chains
@@ -311,15 +325,15 @@ public enum NftDiff {
             if deferred.contains(c.name) {
                 plan.deferredChainDeletes.append(c.name)
                 plan.deferredByTable[id, default: []].append(c.name)
-                plan.listing.append("# chain \(c.name) kept (flushed) until the next apply: kernel \(kernel) < 6.2")
+                plan.list("# chain \(c.name) kept (flushed) until the next apply: kernel \(kernel) < 6.2")
                 continue
             }
             plan.changes.append(.deleteChain(id, chain: c.name))
-            plan.listing.append("delete chain \(id.family.rawValue) \(id.name) \(c.name)")
+            plan.list("delete chain \(id.family.rawValue) \(id.name) \(c.name)")
         }
         for name in recreatedChains.sorted() {
             plan.changes.append(.deleteChain(id, chain: name))
-            plan.listing.append("delete chain \(id.family.rawValue) \(id.name) \(name) (definition changed)")
+            plan.list("delete chain \(id.family.rawValue) \(id.name) \(name) (definition changed)")
             plan.changed.chains += 1
         }
         // 5. create chains, 6. sets, 7. elements, 8. rules
@@ -327,7 +341,7 @@ public enum NftDiff {
             var def = c
             def.rules = []
             plan.changes.append(.addChain(id, def))
-            plan.listing.append(chainLine(id, c))
+            plan.list(chainLine(id, c))
             if haveChains[c.name] == nil {
                 plan.added.chains += 1
                 plan.added.rules += c.rules.count
@@ -338,26 +352,26 @@ public enum NftDiff {
             var def = s
             def.elements = []
             plan.changes.append(.addSet(id, def))
-            plan.listing.append(setLine(id, s))
+            plan.list(setLine(id, s))
             if haveSets[s.name] == nil { plan.added.sets += 1 }
             plan.added.elements += s.elements.count
             if !s.elements.isEmpty { elementAdds.append(s) }
         }
         for s in elementAdds {
             plan.changes.append(.addElements(id, s))
-            plan.listing.append(contentsOf: s.elements.sorted { $0.key < $1.key }.map {
+            plan.list( s.elements.sorted { $0.key < $1.key }.map {
                 "add element \(id.family.rawValue) \(id.name) \(s.name) { \($0.text(in: s)) }"
             })
         }
         for (chain, handle, r) in replacements {
             plan.changes.append(.replaceRule(id, chain: chain, handle: handle, r))
-            plan.listing.append("replace rule \(id.family.rawValue) \(id.name) \(chain) handle \(handle) " + ruleLine(r, want.family, setsByName))
+            plan.list("replace rule \(id.family.rawValue) \(id.name) \(chain) handle \(handle) " + ruleLine(r, want.family, setsByName))
         }
         let order = Dictionary(wantChains.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         for c in refill.sorted(by: { order[$0.name, default: 0] < order[$1.name, default: 0] }) {
             for r in c.rules {
                 plan.changes.append(.addRule(id, chain: c.name, r))
-                plan.listing.append("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want.family, setsByName))
+                plan.list("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want.family, setsByName))
             }
         }
     }
@@ -372,31 +386,31 @@ public enum NftDiff {
                                   _ setsByName: [String: NftSet], into plan: inout NftPlan) {
         let id = want.id
         plan.changes.append(.addTable(id, comment: want.comment))
-        plan.listing.append("add table \(id.family.rawValue) \(id.name)")
+        plan.list("add table \(id.family.rawValue) \(id.name)")
         plan.added.tables += 1
         for c in chains {
             var def = c
             def.rules = []
             plan.changes.append(.addChain(id, def))
-            plan.listing.append(chainLine(id, c))
+            plan.list(chainLine(id, c))
             plan.added.chains += 1
         }
         for s in sets {
             var def = s
             def.elements = []
             plan.changes.append(.addSet(id, def))
-            plan.listing.append(setLine(id, s))
+            plan.list(setLine(id, s))
             plan.added.sets += 1
         }
         for s in sets where !s.elements.isEmpty {
             plan.changes.append(.addElements(id, s))
             plan.added.elements += s.elements.count
-            plan.listing.append("add element \(id.family.rawValue) \(id.name) \(s.name) { \(s.elements.count) element(s) }")
+            plan.list("add element \(id.family.rawValue) \(id.name) \(s.name) { \(s.elements.count) element(s) }")
         }
         for c in chains {
             for r in c.rules {
                 plan.changes.append(.addRule(id, chain: c.name, r))
-                plan.listing.append("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want.family, setsByName))
+                plan.list("add rule \(id.family.rawValue) \(id.name) \(c.name) " + ruleLine(r, want.family, setsByName))
                 plan.added.rules += 1
             }
         }
