@@ -5,11 +5,12 @@ Environment: KUBERULES (binary, default .build/release/kuberules), BENCH_N (defa
 add 30000 where it fits), BENCH_M (endpoints per service, default 10), BENCH_SLOW=0 to skip the
 loads that take minutes (kube-proxy's nftables layout and iptables-nft-restore at 10k+),
 BENCH_LATENCY (service counts for the latency benchmark, default "100 10000"), BENCH_SHARDS (the
---nft-shards of the sharded rows, default 16; 1 leaves them out).
+--nft-shards of the sharded rows, default 32; 1 leaves them out), BENCH_LAT_ROUNDS and
+BENCH_LAT_CONNECTIONS (latency: rounds, default 8, of connections per size, default 500).
 Needs root: every load goes into a network namespace created for it (`ip netns add`), removed after.
 Prints a Markdown report and writes it to .build/bench/report.md.
 """
-import os, platform, re, shutil, statistics, subprocess, sys, time
+import os, signal, platform, re, shutil, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.abspath(os.environ.get("KUBERULES", os.path.join(ROOT, ".build/release/kuberules")))
@@ -17,7 +18,7 @@ NS = [int(x) for x in os.environ.get("BENCH_N", "1000 10000").split()]
 M = int(os.environ.get("BENCH_M", "10"))
 SLOW = os.environ.get("BENCH_SLOW", "1") == "1"
 LAT = [int(x) for x in os.environ.get("BENCH_LATENCY", "100 10000").split()]
-SHARDS = int(os.environ.get("BENCH_SHARDS", "16"))
+SHARDS = int(os.environ.get("BENCH_SHARDS", "32"))
 W = os.path.join(ROOT, ".build/bench")
 GEN = os.path.join(ROOT, "bench/gen.py")
 NODE = ["--node-name", "node-a", "--node-ip", "192.168.50.1"]
@@ -188,14 +189,21 @@ def bench_sharded(n, d, cluster):
             out("| nftables `--nft-shards %d`: %s (median of 5; range) | %.2f s | %d ms (%d–%d) | %d | %d | %s |"
                 % (SHARDS, what, walls[2], mss[2], mss[0], mss[-1], msgs, nbytes, read_source(text)))
 
-def latency(n, backend):
-    """p50/p99 TCP connect time from a pod to a ClusterIP whose endpoint is another pod on the node."""
-    d = os.path.join(W, "lat"); os.makedirs(d, exist_ok=True)
-    cluster = os.path.join(d, "cluster-%d.json" % n)
-    if not os.path.exists(cluster):
-        gen(n, cluster, "--target", "10.244.0.3")
-    node, a, b = Netns(), Netns(), Netns()
-    with node, a, b:
+ROUNDS = int(os.environ.get("BENCH_LAT_ROUNDS", "8"))
+PER_ROUND = int(os.environ.get("BENCH_LAT_CONNECTIONS", "500"))
+
+class World:
+    """A node (namespace) with a client pod and a server pod behind veths, the rules of an
+    n-service cluster applied with `backend`, and a TCP server on the endpoint."""
+    def __init__(self, n, backend):
+        self.n, self.backend = n, backend
+        self.node, self.a, self.b = Netns(), Netns(), Netns()
+    def __enter__(self):
+        d = os.path.join(W, "lat"); os.makedirs(d, exist_ok=True)
+        cluster = os.path.join(d, "cluster-%d.json" % self.n)
+        if not os.path.exists(cluster):
+            gen(self.n, cluster, "--target", "10.244.0.3")
+        node, a, b = self.node.__enter__(), self.a.__enter__(), self.b.__enter__()
         for i, (ns, ip) in enumerate(((a, "10.244.0.2"), (b, "10.244.0.3")), 1):
             sh(["ip", "link", "add", "v%d" % i, "netns", node.name, "type", "veth", "peer", "name", "eth0", "netns", ns.name])
             sh(["ip", "-n", ns.name, "link", "set", "eth0", "up"]); sh(["ip", "-n", ns.name, "addr", "add", ip + "/24", "dev", "eth0"])
@@ -204,26 +212,51 @@ def latency(n, backend):
             sh(["ip", "netns", "exec", node.name, "sysctl", "-qw", "net.ipv4.conf.v%d.proxy_arp=1" % i])
             sh(["ip", "-n", ns.name, "route", "add", "default", "via", "10.244.0.1", "dev", "eth0", "onlink"])
         sh(["ip", "netns", "exec", node.name, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        server = subprocess.Popen(["ip", "netns", "exec", b.name, "timeout", "300", sys.executable, "-c",
-                                   "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-                                   "s.bind(('0.0.0.0',8080));s.listen(512)\nwhile True:\n c,_=s.accept();c.close()"])
-        try:
-            if backend.startswith("nftables"):
-                shards = ["--nft-shards", str(SHARDS)] if backend == "nftables-sharded" else []
-                node.run([BIN, "apply", "--backend", "nftables", "--ip-family", "ipv4"] + shards + NODE + [cluster])
-            else:
-                rules = os.path.join(d, "rules-%d.iptables" % n)
-                timed([BIN, "render", "--backend", "iptables", "--with-jumps"] + NODE + [cluster], rules)
-                node.run(["iptables-legacy-restore", "--noflush"], stdin=rules)
-            time.sleep(0.5)
-            # 500 connections to warm up (ARP, caches, conntrack), then 3,000 measured.
-            code = ("import socket,time\nts=[]\nfor i in range(%d):\n t=time.perf_counter();s=socket.create_connection(('10.95.255.254',80),2)\n"
-                    " ts.append(time.perf_counter()-t);s.close()\nts=sorted(ts[500:]);print(ts[len(ts)//2]*1e6,ts[int(len(ts)*0.99)]*1e6)" % 3500)
-            r = sh(["ip", "netns", "exec", a.name, sys.executable, "-c", code])
-            p50, p99 = map(float, r.stdout.split())
-            return p50, p99
-        finally:
-            server.kill()
+        # In a session of its own, without our stdout: killed as a group on exit.
+        self.server = subprocess.Popen(["ip", "netns", "exec", b.name, "timeout", "1800", sys.executable, "-c",
+                                        "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                                        "s.bind(('0.0.0.0',8080));s.listen(512)\nwhile True:\n c,_=s.accept();c.close()"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        if self.backend.startswith("nftables"):
+            shards = ["--nft-shards", str(SHARDS)] if self.backend == "nftables-sharded" else []
+            node.run([BIN, "apply", "--backend", "nftables", "--ip-family", "ipv4", "--state-dir", ""] + shards + NODE + [cluster])
+        else:
+            rules = os.path.join(d, "rules-%d.iptables" % self.n)
+            timed([BIN, "render", "--backend", "iptables", "--with-jumps"] + NODE + [cluster], rules)
+            node.run(["iptables-legacy-restore", "--noflush"], stdin=rules)
+        time.sleep(0.5)
+        self.connect(500)  # warm-up: ARP, caches, conntrack
+        return self
+    def __exit__(self, *exc):
+        os.killpg(self.server.pid, signal.SIGKILL)
+        self.server.wait()
+        for ns in (self.b, self.a, self.node):
+            ns.__exit__(*exc)
+    def connect(self, count):
+        """Connect times (seconds) of `count` TCP connections from the client pod to the ClusterIP."""
+        code = ("import socket,time\nts=[]\nfor i in range(%d):\n t=time.perf_counter();s=socket.create_connection(('10.95.255.254',80),2)\n"
+                " ts.append(time.perf_counter()-t);s.close()\nprint(' '.join('%%.9f' %% t for t in ts))" % count)
+        return [float(x) for x in sh(["ip", "netns", "exec", self.a.name, sys.executable, "-c", code]).stdout.split()]
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+def latency_pair(backend, lo, hi):
+    """The two sizes set up side by side and measured in alternating rounds (the order flips
+    each round), so that drift of the machine hits both alike. Returns per size (p50, p99) in
+    µs over all rounds, and the median over rounds of the per-round p50 ratio hi/lo."""
+    with World(lo, backend) as small, World(hi, backend) as large:
+        samples = {lo: [], hi: []}
+        ratios = []
+        for r in range(ROUNDS):
+            got = {}
+            for w in ((small, large) if r % 2 == 0 else (large, small)):
+                got[w.n] = w.connect(PER_ROUND)
+                samples[w.n] += got[w.n]
+            ratios.append(quantile(got[hi], 0.5) / quantile(got[lo], 0.5))
+        res = {n: (quantile(samples[n], 0.5) * 1e6, quantile(samples[n], 0.99) * 1e6) for n in (lo, hi)}
+        return res, sorted(ratios)
 
 def main():
     if os.geteuid() != 0:
@@ -245,21 +278,23 @@ def main():
         f.write("\n".join(report) + "\n")
 
 def latency_table():
-    out("| first-packet latency: TCP connect to a ClusterIP, pod to pod through the node (3,000 connections after 500 to warm up) | p50 | p99 |")
+    lo, hi = LAT[0], LAT[-1]
+    out("| first-packet latency: TCP connect to a ClusterIP, pod to pod through the node (%d rounds of %d connections per size, sizes interleaved, after 500 to warm up) | p50 | p99 |"
+        % (ROUNDS, PER_ROUND))
     out("|---|---|---|")
-    res = {}
     backends = ("nftables", "nftables-sharded", "iptables") if SHARDS > 1 else ("nftables", "iptables")
     how = {"nftables": "kuberules apply", "nftables-sharded": "kuberules apply --nft-shards %d" % SHARDS,
            "iptables": "iptables-legacy-restore of our rules"}
+    summary = []
     for backend in backends:
-        for n in LAT:
-            p50, p99 = latency(n, backend)
-            res[(backend, n)] = p50
-            out("| %s (%s), %d services | %.0f µs | %.0f µs |" % (backend.split("-")[0], how[backend], n, p50, p99))
-    if len(LAT) >= 2:
-        lo, hi = LAT[0], LAT[-1]
-        for backend in backends:
-            out("| %s: p50 at %d services / at %d | %s | |" % (backend, hi, lo, ratio(res[(backend, hi)], res[(backend, lo)])))
+        res, ratios = latency_pair(backend, lo, hi)
+        for n in (lo, hi):
+            out("| %s (%s), %d services | %.0f µs | %.0f µs |" % (backend.split("-")[0], how[backend], n, res[n][0], res[n][1]))
+        summary.append("| %s (%s): p50 at %d services / at %d | %s overall; per round median %.2f× (range %.2f–%.2f×) | p99: %s |"
+                       % (backend.split("-")[0], how[backend], hi, lo, "%.2f×" % (res[hi][0] / res[lo][0]),
+                          ratios[len(ratios) // 2], ratios[0], ratios[-1], "%.2f×" % (res[hi][1] / res[lo][1])))
+    for line in summary:
+        out(line)
     out()
 
 if __name__ == "__main__":
