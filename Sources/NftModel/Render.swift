@@ -206,30 +206,38 @@ extension NftTable {
             out.put("\t}\n")
         }
         out.put("}\n")
+        // Elements in chunks of 1,000 per command (bounding lines and nft's per-command work),
+        // written on every core and joined in order.
+        var sortedElements: [[NftElement]] = []
+        var chunks: [(set: Int, range: Range<Int>)] = []
         for s in sets where !s.elements.isEmpty {
-            // Chunks keep lines (and nft's per-command work) bounded.
             // The backend adds them in order already; sort only when they are not.
             var inOrder = true
             for i in s.elements.indices.dropFirst() where !(s.elements[i - 1].key < s.elements[i].key) {
                 inOrder = false
                 break
             }
-            let sorted = inOrder ? s.elements : s.elements.sorted { $0.key < $1.key }
-            let header = "add element \(fam) \(tname) \(NftText.name(s.name)) {\n"
-            let keyTypes = s.key.fieldTypes, dataTypes = s.data?.fieldTypes ?? []
-            var i = 0
-            while i < sorted.count {
-                let end = min(i + 1000, sorted.count)
-                out.put(header)
-                for j in i..<end {
-                    out.byte(UInt8(ascii: "\t"))
-                    sorted[j].write(keyTypes: keyTypes, dataTypes: dataTypes, into: &out)
-                    out.put(j + 1 < end ? ",\n" : "\n")
-                }
-                out.put("}\n")
-                i = end
+            sortedElements.append(inOrder ? s.elements : s.elements.sorted { $0.key < $1.key })
+            for lo in stride(from: 0, to: s.elements.count, by: 1000) {
+                chunks.append((sortedElements.count - 1, lo..<min(lo + 1000, s.elements.count)))
             }
         }
+        let elementSets = sets.filter { !$0.elements.isEmpty }
+        let elementTexts = Parallel.map(count: chunks.count, minimumPerTask: 8) { (k: Int) -> NftTextBytes in
+            let (i, range) = chunks[k]
+            let s = elementSets[i], sorted = sortedElements[i]
+            let keyTypes = s.key.fieldTypes, dataTypes = s.data?.fieldTypes ?? []
+            var text = NftTextBytes()
+            text.put("add element \(fam) \(tname) \(NftText.name(s.name)) {\n")
+            for j in range {
+                text.byte(UInt8(ascii: "\t"))
+                sorted[j].write(keyTypes: keyTypes, dataTypes: dataTypes, into: &text)
+                text.put(j + 1 < range.upperBound ? ",\n" : "\n")
+            }
+            text.put("}\n")
+            return text
+        }
+        for t in elementTexts { out.put(t) }
         let setsByName = Dictionary(sets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let withRules = chainOrder.filter { !chains[$0].rules.isEmpty }
         if !withRules.isEmpty {

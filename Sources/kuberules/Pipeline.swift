@@ -165,10 +165,18 @@ enum Timing {
     static let enabled = ProcessInfo.processInfo.environment["KUBERULES_TIMING"] == "1"
     static func measure<T>(_ what: String, _ body: () throws -> T) rethrows -> T {
         guard enabled else { return try body() }
-        let start = DispatchTime.now().uptimeNanoseconds
+        let start = DispatchTime.now().uptimeNanoseconds, cpu = cpuSeconds()
         let result = try body()
-        report(what, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        warn("timing: \(what): \(String(format: "%.1f", seconds * 1000)) ms (CPU \(String(format: "%.1f", (cpuSeconds() - cpu) * 1000)) ms)")
         return result
+    }
+
+    /// User and system time of the whole process so far (every thread).
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
     }
 
     static func report(_ what: String, seconds: Double) {
