@@ -3,7 +3,8 @@
 
 Environment: KUBERULES (binary, default .build/release/kuberules), BENCH_N (default "1000 10000";
 add 30000 where it fits), BENCH_M (endpoints per service, default 10), BENCH_SLOW=0 to skip the
-loads that take minutes (kube-proxy's nftables layout and iptables-nft-restore at 10k+),
+loads that take minutes (kube-proxy's nftables layout and iptables-nft-restore at 10k+;
+BENCH_KUBE_PROXY=1 keeps kube-proxy's layout),
 BENCH_LATENCY (service counts for the latency benchmark, default "100 10000"), BENCH_SHARDS (the
 --nft-shards of the sharded rows, default 32; 1 leaves them out), BENCH_LAT_ROUNDS and
 BENCH_LAT_CONNECTIONS (latency: rounds, default 8, of connections per size, default 500).
@@ -17,6 +18,8 @@ BIN = os.path.abspath(os.environ.get("KUBERULES", os.path.join(ROOT, ".build/rel
 NS = [int(x) for x in os.environ.get("BENCH_N", "1000 10000").split()]
 M = int(os.environ.get("BENCH_M", "10"))
 SLOW = os.environ.get("BENCH_SLOW", "1") == "1"
+# kube-proxy's nftables layout at 10k+ (minutes); on by default unless BENCH_SLOW=0.
+KUBE_PROXY = os.environ.get("BENCH_KUBE_PROXY", "1" if SLOW else "0") == "1"
 LAT = [int(x) for x in os.environ.get("BENCH_LATENCY", "100 10000").split()]
 SHARDS = int(os.environ.get("BENCH_SHARDS", "32"))
 W = os.path.join(ROOT, ".build/bench")
@@ -120,7 +123,7 @@ def bench_size(n):
     with Netns() as ns:
         t, _, _ = ns.run(["nft", "-f", texts["nftables"]])
     out("| `nft -f` of the same rules (render output) | %.2f s | %s of the applier |" % (t, ratio(t, ms / 1000)))
-    if SLOW or n <= 2000:
+    if KUBE_PROXY or n <= 2000:
         with Netns() as ns:
             t, _, _ = ns.run(["nft", "-f", kp])
         out("| kube-proxy's nftables layout, same cluster, `nft -f` | %.2f s | %s of kuberules apply end to end, %s of the applier |"
