@@ -248,8 +248,13 @@ public struct NftValue: Sendable, Hashable, Comparable {
     }
 
     public static func proto(_ p: NftL4Proto) -> NftValue {
-        NftValue(type: .inetProto, bytes: [p.number])
+        NftValue(type: .inetProto, bytes: oneByte[Int(p.number)])
     }
+
+    /// Shared storage for the values every rule repeats (a protocol, a small numgen key): one
+    /// array each instead of an allocation per rule (hundreds of thousands at 10,000 services).
+    private static let oneByte: [[UInt8]] = (0...255).map { [UInt8($0)] }
+    private static let smallIntegers: [[UInt8]] = (0..<256).map { hostBytes(UInt32($0)) }
 
     public static func port(_ p: UInt16) -> NftValue {
         NftValue(type: .inetService, bytes: [UInt8(p >> 8), UInt8(p & 0xff)])
@@ -261,7 +266,7 @@ public struct NftValue: Sendable, Hashable, Comparable {
 
     /// A host-endian 32-bit integer (e.g. a numgen result key).
     public static func integer(_ v: UInt32) -> NftValue {
-        NftValue(type: .integer(bytes: 4), bytes: hostBytes(v))
+        NftValue(type: .integer(bytes: 4), bytes: v < 256 ? smallIntegers[Int(v)] : hostBytes(v))
     }
 
     public static func ifname(_ name: String) -> NftValue {
