@@ -18,7 +18,7 @@ let package = Package(
         // The backend-neutral plan: every Kubernetes rule of behaviour lives here, once.
         .target(name: "KubePlan", dependencies: ["KubeModel", "Parallel", .product(name: "Crypto", package: "swift-crypto")]),
         // kube-proxy-exact iptables layout (pure).
-        .target(name: "IptablesBackend", dependencies: ["KubePlan"]),
+        .target(name: "IptablesBackend", dependencies: ["KubePlan", "Parallel"]),
         // iptables apply: iptables-save / iptables-restore --noflush, partial syncs (no C).
         .target(name: "IptablesApply", dependencies: ["IptablesBackend", .product(name: "Crypto", package: "swift-crypto")]),
         // nftables value model (tables, chains, sets, maps, rules as netlink-shaped expressions) + text.

@@ -1,6 +1,7 @@
 import Foundation
 import KubeModel
 import KubePlan
+import Parallel
 
 /// Options that kube-proxy derives from the host rather than from its configuration.
 public struct IptablesOptions: Sendable {
@@ -63,9 +64,13 @@ public enum IptablesBackend {
         case .interfaceNamePrefix(let p): ifLocal = "-i \(p)+"; ifNotLocal = "! -i \(p)+"
         }
         let large = plan.largeClusterMode
-        var probabilities = ProbabilityCache()
+        let probabilities = ProbabilityTable(upTo: plan.services.reduce(1) { max($0, $1.clusterEndpoints.count, $1.localEndpoints.count) })
 
-        for svc in plan.services {
+        // Each service port's rules are built on its own (in parallel) and replayed in order.
+        struct Piece { var nat = IptablesOps(), filter = IptablesOps() }
+        let pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (k: Int) -> Piece in
+            let svc = plan.services[k]
+            var rs = Piece()
             let spn = svc.nameString
             let p = svc.proto.lower
             let proto = "-m \(p) -p \(p)"
@@ -177,11 +182,11 @@ public enum IptablesBackend {
             // Policy chains.
             if svc.usesClusterPolicy {
                 rs.nat.declare(svcChain)
-                writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, seps, large: large, probabilities: &probabilities)
+                writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, seps, large: large, probabilities: probabilities)
             }
             if svc.usesLocalPolicy {
                 rs.nat.declare(svlChain)
-                writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, seps, large: large, probabilities: &probabilities)
+                writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, seps, large: large, probabilities: probabilities)
             }
 
             // Endpoint chains.
@@ -193,6 +198,11 @@ public enum IptablesBackend {
                 let recent = svc.affinityTimeout != nil ? "-m recent --name \(sep) --set " : ""
                 rs.nat.append(sep, "\(comment)\(recent)\(proto) -j DNAT --to-destination \(ep.hostPort)")
             }
+            return rs
+        }
+        for piece in pieces {
+            piece.nat.replay(into: &rs.nat)
+            piece.filter.replay(into: &rs.filter)
         }
 
         // The tail call to the node ports chain: must stay the last rule of KUBE-SERVICES.
@@ -222,9 +232,9 @@ public enum IptablesBackend {
         "KUBE-SEP-" + ChainHash.endpoint(svc.nameString, svc.proto, ep.hostPort)
     }
 
-    static func writeEndpointDispatch(_ nat: inout IptablesTable, _ chain: String, _ svc: ServicePortPlan,
+    static func writeEndpointDispatch<Sink: IptablesSink>(_ nat: inout Sink, _ chain: String, _ svc: ServicePortPlan,
                                       _ endpoints: [PlannedEndpoint], _ seps: [String: String], large: Bool,
-                                      probabilities: inout ProbabilityCache) {
+                                      probabilities: ProbabilityTable) {
         let spn = svc.nameString
         if let timeout = svc.affinityTimeout {
             for ep in endpoints {
@@ -269,14 +279,10 @@ public enum IptablesBackend {
     }
 }
 
-/// `%0.10f` of 1/n, computed once per n.
-struct ProbabilityCache {
-    private var cache: [String] = []
-    mutating func get(_ n: Int) -> String {
-        if n < cache.count, !cache[n].isEmpty { return cache[n] }
-        if n >= cache.count { cache += [String](repeating: "", count: n - cache.count + 1) }
-        let s = String(format: "%0.10f", 1.0 / Double(n))
-        cache[n] = s
-        return s
-    }
+/// `%0.10f` of 1/n, computed once for every n up to the largest endpoint count.
+struct ProbabilityTable: Sendable {
+    private let strings: [String]
+    init(upTo n: Int) { strings = (0...max(1, n)).map { $0 == 0 ? "" : Self.format($0) } }
+    static func format(_ n: Int) -> String { String(format: "%0.10f", 1.0 / Double(n)) }
+    func get(_ n: Int) -> String { n > 0 && n < strings.count ? strings[n] : Self.format(n) }
 }

@@ -5,11 +5,11 @@ import KubePlan
 
 final class BackendTests: XCTestCase {
     func testProbabilities() {
-        var c = ProbabilityCache()
+        let c = ProbabilityTable(upTo: 5)
         XCTAssertEqual(c.get(2), "0.5000000000")
         XCTAssertEqual(c.get(3), "0.3333333333")
-        XCTAssertEqual(c.get(7), "0.1428571429")
-        XCTAssertEqual(c.get(3), "0.3333333333")
+        XCTAssertEqual(c.get(7), "0.1428571429")  // beyond the table: computed
+        XCTAssertEqual(c.get(5), "0.2000000000")
     }
 
     func testLargeClusterModeDropsEndpointComments() throws {
