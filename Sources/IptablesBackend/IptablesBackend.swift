@@ -68,7 +68,7 @@ public enum IptablesBackend {
 
         // Each service port's rules are built on its own (in parallel) and replayed in order.
         struct Piece { var nat = IptablesOps(), filter = IptablesOps() }
-        let pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (k: Int) -> Piece in
+        var pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (k: Int) -> Piece in
             let svc = plan.services[k]
             var rs = Piece()
             let spn = svc.nameString
@@ -200,9 +200,11 @@ public enum IptablesBackend {
             }
             return rs
         }
-        for piece in pieces {
-            piece.nat.replay(into: &rs.nat)
-            piece.filter.replay(into: &rs.filter)
+        // Each piece is dropped once replayed (its lines live on in the tables).
+        for i in pieces.indices {
+            pieces[i].nat.replay(into: &rs.nat)
+            pieces[i].filter.replay(into: &rs.filter)
+            pieces[i] = Piece()
         }
 
         // The tail call to the node ports chain: must stay the last rule of KUBE-SERVICES.
