@@ -30,9 +30,9 @@ let package = Package(
         // Kernel protocol, in-memory fake, diff and apply logic (pure Swift, no C).
         .target(name: "NftApply", dependencies: ["NftModel", "Parallel"]),
         // IPVS values: virtual servers, real servers, ipsets, and their ipvsadm / ipset text.
-        .target(name: "IpvsModel", dependencies: ["KubeModel"]),
+        .target(name: "IpvsModel", dependencies: ["KubeModel", "Parallel"]),
         // plan -> IpvsConfig (pure): kube-proxy's IPVS mode (virtual servers, dummy addresses, ipsets, iptables).
-        .target(name: "IpvsBackend", dependencies: ["KubePlan", "IptablesBackend", "IpvsModel"]),
+        .target(name: "IpvsBackend", dependencies: ["KubePlan", "IptablesBackend", "IpvsModel", "Parallel"]),
         // IPVS kernel protocol, in-memory fake, diff and ordered apply (pure Swift, no C).
         .target(name: "IpvsApply", dependencies: ["IpvsModel", "KubeModel"]),
         // The C boundary: libmnl + libnftnl.

@@ -2,6 +2,7 @@ import IptablesBackend
 import IpvsModel
 import KubeModel
 import KubePlan
+import Parallel
 
 /// Host-derived options (as for the iptables backend).
 public struct IpvsOptions: Sendable {
@@ -188,7 +189,16 @@ public enum IpvsBackend {
         case .addresses(let ips): nodeAddresses = ips.filter { !$0.isLoopback }
         }
 
-        for svc in plan.services {
+        // What one service port contributes, built on its own (in parallel) and merged in order.
+        struct Piece {
+            var entries: [(SetName, String)] = []
+            var servers: [IpvsVirtualServer] = []
+            var bound: [IPAddress] = []
+            var lbNoNodeAccess: [(ip: IPAddress, proto: String, port: Int)] = []
+        }
+        let pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (k: Int) -> Piece in
+            let svc = plan.services[k]
+            var piece = Piece()
             let p = svc.proto.lower
             let spn = svc.nameString
             var flags: UInt32 = 0
@@ -204,53 +214,52 @@ public enum IpvsBackend {
             }
             func add(_ ip: IPAddress, _ port: Int, local: Bool) {
                 let key = IpvsServiceKey(proto: svc.proto, address: ip, port: port)
-                // Two service ports claiming one address:port (invalid input): the first by name wins.
-                if services[key] != nil { return }
-                services[key] = IpvsVirtualServer(key: key, scheduler: scheduler, flags: flags, timeout: timeout,
-                                                  destinations: realServers(local: local), comment: spn)
+                piece.servers.append(IpvsVirtualServer(key: key, scheduler: scheduler, flags: flags, timeout: timeout,
+                                                       destinations: realServers(local: local), comment: spn))
             }
+            func insert(_ set: SetName, _ entry: String) { piece.entries.append((set, entry)) }
 
             // Hairpin: a local endpoint reaching itself through the service.
             for ep in Set(svc.clusterEndpoints + svc.localEndpoints + svc.reachableEndpoints) where ep.isLocal {
-                entries[.loopBack, default: []].insert("\(ep.ip),\(p):\(ep.port),\(ep.ip)")
+                insert(.loopBack, "\(ep.ip),\(p):\(ep.port),\(ep.ip)")
             }
 
             // ClusterIP.
-            entries[.clusterIP, default: []].insert("\(svc.clusterIP),\(p):\(svc.port)")
+            insert(.clusterIP, "\(svc.clusterIP),\(p):\(svc.port)")
             add(svc.clusterIP, svc.port, local: svc.internalPolicyLocal)
-            bound.insert(svc.clusterIP)
+            piece.bound.append(svc.clusterIP)
 
             // External IPs.
             for ip in svc.externalIPs {
-                entries[svc.externalPolicyLocal ? .externalIPLocal : .externalIP, default: []].insert("\(ip),\(p):\(svc.port)")
+                insert(svc.externalPolicyLocal ? .externalIPLocal : .externalIP, "\(ip),\(p):\(svc.port)")
                 add(ip, svc.port, local: svc.externalPolicyLocal)
-                if !nodeIPSet.contains(ip) { bound.insert(ip) }
+                if !nodeIPSet.contains(ip) { piece.bound.append(ip) }
             }
 
             // Load-balancer ingress.
             for ip in svc.loadBalancerIPs {
                 let entry = "\(ip),\(p):\(svc.port)"
-                entries[.loadBalancer, default: []].insert(entry)
-                if svc.externalPolicyLocal { entries[.loadBalancerLocal, default: []].insert(entry) }
+                insert(.loadBalancer, entry)
+                if svc.externalPolicyLocal { insert(.loadBalancerLocal, entry) }
                 if !svc.sourceRanges.isEmpty {
-                    entries[.loadBalancerFW, default: []].insert(entry)
+                    insert(.loadBalancerFW, entry)
                     for cidr in svc.sourceRanges.flatMap(storable) {
-                        entries[.loadBalancerSourceCIDR, default: []].insert("\(entry),\(cidr)")
+                        insert(.loadBalancerSourceCIDR, "\(entry),\(cidr)")
                     }
                     if svc.allowFromNode {
-                        entries[.loadBalancerSourceIP, default: []].insert("\(entry),\(ip)")
+                        insert(.loadBalancerSourceIP, "\(entry),\(ip)")
                     } else {
-                        lbNoNodeAccess.append((ip, p, svc.port))
+                        piece.lbNoNodeAccess.append((ip, p, svc.port))
                     }
                 }
                 add(ip, svc.port, local: svc.externalPolicyLocal)
-                if !nodeIPSet.contains(ip) { bound.insert(ip) }
+                if !nodeIPSet.contains(ip) { piece.bound.append(ip) }
             }
 
             // Node port.
             if svc.nodePort != 0 {
                 // kube-proxy skips the rest of the service (health check port included) without node addresses.
-                if nodeAddresses.isEmpty { continue }
+                if nodeAddresses.isEmpty { return piece }
                 let (set, localSet): (SetName, SetName)
                 var npEntries: [String]
                 switch svc.proto {
@@ -260,14 +269,22 @@ public enum IpvsBackend {
                     (set, localSet) = (.nodePortSCTP, .nodePortLocalSCTP)
                     npEntries = nodeAddresses.map { "\($0),sctp:\(svc.nodePort)" }
                 }
-                entries[set, default: []].formUnion(npEntries)
-                if svc.externalPolicyLocal { entries[localSet, default: []].formUnion(npEntries) }
+                for e in npEntries { insert(set, e) }
+                if svc.externalPolicyLocal { for e in npEntries { insert(localSet, e) } }
                 for ip in nodeAddresses { add(ip, svc.nodePort, local: svc.externalPolicyLocal) }
             }
 
             if svc.healthCheckNodePort != 0 {
-                entries[.healthCheckNodePort, default: []].insert(String(svc.healthCheckNodePort))
+                insert(.healthCheckNodePort, String(svc.healthCheckNodePort))
             }
+            return piece
+        }
+        for piece in pieces {
+            for (set, entry) in piece.entries { entries[set, default: []].insert(entry) }
+            // Two service ports claiming one address:port (invalid input): the first by name wins.
+            for server in piece.servers where services[server.key] == nil { services[server.key] = server }
+            bound.formUnion(piece.bound)
+            lbNoNodeAccess += piece.lbNoNodeAccess
         }
         entries[.ipvsIPs] = Set(bound.map { $0.description })
 

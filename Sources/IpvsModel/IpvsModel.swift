@@ -1,4 +1,5 @@
 import KubeModel
+import Parallel
 
 /// IPVS service flags (linux/ip_vs.h).
 public enum IpvsFlags {
@@ -150,19 +151,23 @@ public enum IpvsText {
     }
 
     /// `ipvsadm -R` input: `-A` per virtual server, then its `-a` lines; services sorted by key.
+    /// Written in parallel runs of services, joined in order.
     public static func ipvsadm(_ services: [IpvsVirtualServer]) -> String {
-        var out = ""
-        for s in services.sorted(by: { $0.key < $1.key }) {
-            let svc = "\(protoFlag(s.key.proto)) \(s.key.hostPort)"
-            out += "-A \(svc) -s \(s.scheduler)"
-            if s.isPersistent { out += " -p \(s.timeout)" }
-            if let f = schedFlags(s) { out += " -b \(f)" }
-            out += "\n"
-            for d in s.destinations {
-                out += "-a \(svc) -r \(d.hostPort) \(d.forwardMethod == 0 ? "-m" : "-g") -w \(d.weight)\n"
+        let sorted = services.sorted(by: { $0.key < $1.key })
+        return inParts(sorted.count) { range in
+            var out = ""
+            for s in sorted[range] {
+                let svc = "\(protoFlag(s.key.proto)) \(s.key.hostPort)"
+                out += "-A \(svc) -s \(s.scheduler)"
+                if s.isPersistent { out += " -p \(s.timeout)" }
+                if let f = schedFlags(s) { out += " -b \(f)" }
+                out += "\n"
+                for d in s.destinations {
+                    out += "-a \(svc) -r \(d.hostPort) \(d.forwardMethod == 0 ? "-m" : "-g") -w \(d.weight)\n"
+                }
             }
+            return out
         }
-        return out
     }
 
     /// `ipset restore` input: every set created (`-exist`), then its entries added (`-exist`).
@@ -170,8 +175,18 @@ public enum IpvsText {
         var out = ""
         for s in sets { out += "# \(s.name): \(s.comment)\n"; out += s.createLine + "\n" }
         for s in sets {
-            for e in s.entries { out += "add \(s.name) \(e) -exist\n" }
+            out += inParts(s.entries.count) { range in
+                var text = ""
+                for e in s.entries[range] { text += "add \(s.name) \(e) -exist\n" }
+                return text
+            }
         }
         return out
+    }
+
+    /// `text` of `count` items in consecutive ranges, on every core when there are many, joined in order.
+    static func inParts(_ count: Int, _ text: (Range<Int>) -> String) -> String {
+        let parts = count < 2048 ? 1 : 8 * Parallel.cores
+        return Parallel.map(count: parts) { (k: Int) -> String in text((count * k / parts)..<(count * (k + 1) / parts)) }.joined()
     }
 }
