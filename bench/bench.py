@@ -202,6 +202,13 @@ class World:
         self.n, self.backend = n, backend
         self.node, self.a, self.b = Netns(), Netns(), Netns()
     def __enter__(self):
+        self.server = None
+        try:
+            return self.setup()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+    def setup(self):
         d = os.path.join(W, "lat"); os.makedirs(d, exist_ok=True)
         cluster = os.path.join(d, "cluster-%d.json" % self.n)
         if not os.path.exists(cluster):
@@ -231,8 +238,9 @@ class World:
         self.connect(500)  # warm-up: ARP, caches, conntrack
         return self
     def __exit__(self, *exc):
-        os.killpg(self.server.pid, signal.SIGKILL)
-        self.server.wait()
+        if self.server is not None:
+            os.killpg(self.server.pid, signal.SIGKILL)
+            self.server.wait()
         for ns in (self.b, self.a, self.node):
             ns.__exit__(*exc)
     def connect(self, count):
@@ -281,7 +289,7 @@ def main():
         f.write("\n".join(report) + "\n")
 
 def latency_table():
-    lo, hi = LAT[0], LAT[-1]
+    lo = LAT[0]
     out("| first-packet latency: TCP connect to a ClusterIP, pod to pod through the node (%d rounds of %d connections per size, sizes interleaved, after 500 to warm up) | p50 | p99 |"
         % (ROUNDS, PER_ROUND))
     out("|---|---|---|")
@@ -290,12 +298,20 @@ def latency_table():
            "iptables": "iptables-legacy-restore of our rules"}
     summary = []
     for backend in backends:
-        res, ratios = latency_pair(backend, lo, hi)
-        for n in (lo, hi):
-            out("| %s (%s), %d services | %.0f µs | %.0f µs |" % (backend.split("-")[0], how[backend], n, res[n][0], res[n][1]))
-        summary.append("| %s (%s): p50 at %d services / at %d | %s overall; per round median %.2f× (range %.2f–%.2f×) | p99: %s |"
-                       % (backend.split("-")[0], how[backend], hi, lo, "%.2f×" % (res[hi][0] / res[lo][0]),
-                          ratios[len(ratios) // 2], ratios[0], ratios[-1], "%.2f×" % (res[hi][1] / res[lo][1])))
+        name = "%s (%s)" % (backend.split("-")[0], how[backend])
+        if len(LAT) == 1:
+            with World(lo, backend) as w:
+                ts = [t for _ in range(ROUNDS) for t in w.connect(PER_ROUND)]
+            out("| %s, %d services | %.0f µs | %.0f µs |" % (name, lo, quantile(ts, 0.5) * 1e6, quantile(ts, 0.99) * 1e6))
+            continue
+        # Every other size side by side with the smallest.
+        for hi in LAT[1:]:
+            res, ratios = latency_pair(backend, lo, hi)
+            for n in (lo, hi):
+                out("| %s, %d services | %.0f µs | %.0f µs |" % (name, n, res[n][0], res[n][1]))
+            summary.append("| %s: p50 at %d services / at %d | %s overall; per round median %.2f× (range %.2f–%.2f×) | p99: %s |"
+                           % (name, hi, lo, "%.2f×" % (res[hi][0] / res[lo][0]),
+                              statistics.median(ratios), ratios[0], ratios[-1], "%.2f×" % (res[hi][1] / res[lo][1])))
     for line in summary:
         out(line)
     out()

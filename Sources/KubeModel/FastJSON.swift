@@ -131,9 +131,19 @@ enum FastJSON {
                     guard pos < end, bytes[pos] == UInt8(ascii: ":") else { return nil }
                     pos += 1
                     skipSpace()
-                    if depth == 0, key == "items", let transform = itemTransform, let list = transformedList(transform) {
-                        transformedItems = list.items
-                        fields.append((key, KNode(.list([]), line: list.line)))
+                    if depth == 0, key == "items", let transform = itemTransform {
+                        if let list = transformedList(transform) {
+                            transformedItems = list.items
+                            fields.append((key, KNode(.list([]), line: list.line)))
+                        } else {
+                            // Not cut into parts (or a cut was wrong): parsed whole, without trying the cuts again.
+                            let saved = parts
+                            parts = 1
+                            let v = value(depth: depth + 1)
+                            parts = saved
+                            guard let v else { return nil }
+                            fields.append((key, v))
+                        }
                     } else {
                         guard let v = value(depth: depth + 1) else { return nil }
                         fields.append((key, v))
