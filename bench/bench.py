@@ -5,7 +5,8 @@ Environment: KUBERULES (binary, default .build/release/kuberules), BENCH_N (defa
 add 30000 where it fits), BENCH_M (endpoints per service, default 10), BENCH_SLOW=0 to skip the
 loads that take minutes (kube-proxy's nftables layout and iptables-nft-restore at 10k+;
 BENCH_KUBE_PROXY=1 keeps kube-proxy's layout),
-BENCH_LATENCY (service counts for the latency benchmark, default "100 10000"), BENCH_SHARDS (the
+BENCH_LATENCY (service counts for the latency benchmark, default "100 10000": every later count
+is measured side by side with the first), BENCH_SHARDS (the
 --nft-shards of the sharded rows, default 32; 1 leaves them out), BENCH_LAT_ROUNDS and
 BENCH_LAT_CONNECTIONS (latency: rounds, default 8, of connections per size, default 500).
 Needs root: every load goes into a network namespace created for it (`ip netns add`), removed after.
