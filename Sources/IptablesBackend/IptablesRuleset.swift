@@ -112,10 +112,9 @@ public struct IptablesTable: Sendable, Equatable, IptablesSink {
             out.append(contentsOf: " - [0:0]\n".utf8)
         }
         // The rules of consecutive runs of chains are written on every core and joined in order.
-        let parts = order.count < 4096 ? 1 : 8 * Parallel.cores
-        let texts = Parallel.map(count: parts) { (k: Int) -> [UInt8] in
+        let texts = Parallel.mapRuns(count: order.count, minimumCount: 4096) { (run: Range<Int>) -> [UInt8] in
             var text = [UInt8]()
-            for c in order[(order.count * k / parts)..<(order.count * (k + 1) / parts)] {
+            for c in order[run] {
                 for r in rules[chains[c]]! { text.append(contentsOf: r.utf8); text.append(0x0A) }
             }
             return text

@@ -154,7 +154,7 @@ public enum IpvsText {
     /// Written in parallel runs of services, joined in order.
     public static func ipvsadm(_ services: [IpvsVirtualServer]) -> String {
         let sorted = services.sorted(by: { $0.key < $1.key })
-        return inParts(sorted.count) { range in
+        return Parallel.mapRuns(count: sorted.count, minimumCount: 2048) { range in
             var out = ""
             for s in sorted[range] {
                 let svc = "\(protoFlag(s.key.proto)) \(s.key.hostPort)"
@@ -167,7 +167,7 @@ public enum IpvsText {
                 }
             }
             return out
-        }
+        }.joined()
     }
 
     /// `ipset restore` input: every set created (`-exist`), then its entries added (`-exist`).
@@ -175,18 +175,12 @@ public enum IpvsText {
         var out = ""
         for s in sets { out += "# \(s.name): \(s.comment)\n"; out += s.createLine + "\n" }
         for s in sets {
-            out += inParts(s.entries.count) { range in
+            out += Parallel.mapRuns(count: s.entries.count, minimumCount: 2048) { range in
                 var text = ""
                 for e in s.entries[range] { text += "add \(s.name) \(e) -exist\n" }
                 return text
-            }
+            }.joined()
         }
         return out
-    }
-
-    /// `text` of `count` items in consecutive ranges, on every core when there are many, joined in order.
-    static func inParts(_ count: Int, _ text: (Range<Int>) -> String) -> String {
-        let parts = count < 2048 ? 1 : 8 * Parallel.cores
-        return Parallel.map(count: parts) { (k: Int) -> String in text((count * k / parts)..<(count * (k + 1) / parts)) }.joined()
     }
 }

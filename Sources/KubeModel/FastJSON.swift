@@ -200,14 +200,6 @@ enum FastJSON {
             }
         }
 
-        /// The items of a large list, parsed in parts on every core; `pos` is at its first item.
-        /// The list is cut before items that start a line at the same column as the first one
-        /// (how kubectl and every JSON pretty-printer lay out a list of objects). A cut is only
-        /// a guess, so it is checked: each part but the last must parse as whole items, each
-        /// followed by a comma, ending exactly at the next cut. Since a part starts where an
-        /// item really starts, parsing it reads its bytes as the whole parse would. nil (and
-        /// `pos` unchanged) when the list is small, not laid out that way, or a cut is wrong:
-        /// then the caller parses the list in one piece.
         /// The root's `items` list at `pos`, parsed in parts with `transform` applied to each
         /// item; nil (and `pos` unchanged) when it is not a list cut into parts.
         mutating func transformedList(_ transform: (KNode) -> Any) -> (items: [Any], line: Int)? {
@@ -220,6 +212,15 @@ enum FastJSON {
             return nil
         }
 
+        /// The items of a large list, each through `transform`, parsed in parts on every core;
+        /// `pos` is at its first item. The list is cut before items that start a line at the same
+        /// column as the first one (how kubectl and every JSON pretty-printer lay out a list of
+        /// objects). A cut is only
+        /// a guess, so it is checked: each part but the last must parse as whole items, each
+        /// followed by a comma, ending exactly at the next cut. Since a part starts where an
+        /// item really starts, parsing it reads its bytes as the whole parse would. nil (and
+        /// `pos` unchanged) when the list is small, not laid out that way, or a cut is wrong:
+        /// then the caller parses the list in one piece.
         mutating func parallelList<T>(depth: Int, _ transform: (KNode) -> T) -> [T]? {
             let first = pos
             let cuts = FastJSON.cuts(bytes, first: first, end: end, parts: parts)

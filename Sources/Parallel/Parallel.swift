@@ -42,6 +42,13 @@ public enum Parallel {
 }
 
 extension Parallel {
+    /// `transform` of consecutive ranges that cover `0..<count` in order: eight per core when
+    /// `count` reaches `minimumCount` (so uneven runs even out), else one range.
+    public static func mapRuns<T>(count: Int, minimumCount: Int, _ transform: (Range<Int>) -> T) -> [T] {
+        let runs = count < minimumCount ? 1 : 8 * cores
+        return map(count: runs) { (k: Int) -> T in transform((count * k / runs)..<(count * (k + 1) / runs)) }
+    }
+
     /// Drops a large value on a background thread: freeing a tree of a million nodes takes a
     /// noticeable part of a second, which need not be spent on the caller's critical path.
     /// The caller must not keep other references it later releases itself (the last release frees).
