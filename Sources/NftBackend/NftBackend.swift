@@ -5,9 +5,10 @@ import Parallel
 
 /// Compiles plans into kuberules' own nftables layout: one table per family (`ip`/`ip6`,
 /// named `kuberules` by default), O(1) dispatch through verdict maps, and endpoint selection
-/// by a `numgen random` cascade of DNAT rules in the service's chain, so that a full load binds
-/// no anonymous set and creates no per-endpoint chain (except for ClientIP affinity: one timeout
-/// map per service port and one chain per endpoint that records the client). See docs/nftables.md.
+/// by one DNAT rule per service chain that looks a random slot up in an endpoint map shared by
+/// a bucket of service ports (`endpointSlots`), so that a full load binds no anonymous set and
+/// creates no per-endpoint chain (except for ClientIP affinity: one timeout map per service
+/// port and one chain per endpoint that records the client). See docs/nftables.md.
 public enum NftBackend {
     public static let defaultTable = "kuberules"
 
@@ -115,11 +116,14 @@ public enum NftBackend {
         // Each service port's chains and set elements are independent: built on every core,
         // merged in plan order.
         let sharded = shards > 1
+        let suffixes = Parallel.map(count: plan.services.count, minimumPerTask: 512) { suffix(plan.services[$0]) }
+        let slots = endpointSlots(plan, suffixes: suffixes, shards: shards)
         let pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (i: Int) -> ServicePieces in
             let svc = plan.services[i]
             var pc = ServicePieces()
-            let sfx = suffix(svc)
+            let sfx = suffixes[i]
             pc.shard = shard(ofSuffix: sfx, shards)
+            pc.bucket = slots[i].bucket
             if salt != nil {
                 pc.fingerprint = svc.fingerprint
                 // The sharded main table holds no endpoint: only whether there are any.
@@ -214,9 +218,14 @@ public enum NftBackend {
                                          comment: "known client"))
                     rules += cascade(eps.map { .goto(endpointChains[$0.hostPort] ?? "endpoint-" + endpointName(svc, $0)) })
                 } else {
-                    // No set at all: the kernel looks named sets up by a linear walk, so one
-                    // set per service grows quadratically with the number of services.
-                    rules += cascade(eps.map { .dnat(to: value($0.ip), port: UInt16($0.port), l4proto: p) })
+                    // One rule: a random slot of this chain's range in its bucket's endpoint
+                    // map, which holds the endpoint address and port (see `endpointSlots`).
+                    let first = target == .cluster ? slots[i].cluster : slots[i].local
+                    rules.append(NftRule(.dnatFromMap([.numgenRandom(mod: UInt32(eps.count), offset: first)],
+                                                      map: endpointMapName(slots[i].bucket), family: family, withPort: true, l4proto: p)))
+                    for (k, ep) in eps.enumerated() {
+                        pc.endpointSlots.append(.mapping([.integer(first + UInt32(k))], to: [value(ep.ip), .port(UInt16(ep.port))]))
+                    }
                 }
                 pc.serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
@@ -239,7 +248,10 @@ public enum NftBackend {
         var serviceIPShard = [Int](), nodePortShard = [Int]()
         var shardChains = [[NftChain]](repeating: [], count: shards), shardMaps = [[NftSet]](repeating: [], count: shards)
         var shardHairpin = [[IPAddress]](repeating: [], count: shards)
+        let buckets = endpointBucketCount(shards)
+        var endpointMaps = [[NftElement]](repeating: [], count: shards * buckets)
         for pc in pieces {
+            endpointMaps[pc.shard * buckets + pc.bucket] += pc.endpointSlots
             serviceIPShard += repeatElement(pc.shard, count: pc.serviceIPs.count)
             nodePortShard += repeatElement(pc.shard, count: pc.nodePorts.count)
             shardChains[pc.shard] += pc.serviceChains; shardMaps[pc.shard] += pc.maps
@@ -297,6 +309,17 @@ public enum NftBackend {
             nodePortMatch = .lookup([daddr], set: "nodeport-ips")
         }
         if !sharded { for m in maps { t.add(m) } }
+        // The endpoint maps of a table: one per non-empty bucket, elements in slot order.
+        func endpointMapSets(shard k: Int) -> [NftSet] {
+            (0..<buckets).compactMap { b in
+                let elements = endpointMaps[k * buckets + b]
+                guard !elements.isEmpty else { return nil }
+                return NftSet.map(endpointMapName(b), .typeof([.numgenRandom(mod: 1)]), .typeof([daddr, .thDport]),
+                                  comment: "endpoints: slot -> address . port",
+                                  elements: elements.sorted { slotOf($0) < slotOf($1) })
+            }
+        }
+        if !sharded { for m in endpointMapSets(shard: 0) { t.add(m) } }
 
         // Fixed chains.
         let loopback = plan.family == .ipv4 ? "127.0.0.0/8" : "::1/128"
@@ -373,6 +396,7 @@ public enum NftBackend {
             s.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: shardNodePorts[k]))
             if let nodePortIPs { s.add(nodePortIPs) }
             for m in shardMaps[k] { s.add(m) }
+            for m in endpointMapSets(shard: k) { s.add(m) }
             // The hairpin mark for this shard's endpoints, set before the main table's
             // masquerading chain (srcnat) reads it.
             s.add(hairpinSet(shardHairpin[k]))
@@ -390,22 +414,114 @@ public enum NftBackend {
         return (tables, prints)
     }
 
-    /// A uniform choice among N terminal statements: the i-th is taken with probability 1/(N-i)
-    /// of what is left (`numgen random mod (N-i) == 0 …`), the last unconditionally — exactly
-    /// iptables' statistic cascade, and no map.
     /// What one service port contributes to the table.
     struct ServicePieces {
         var serviceIPs = [NftElement](), nodePorts = [NftElement]()
         var noEndpointServices = [NftElement](), noEndpointNodePorts = [NftElement]()
         var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
         var clusterIP: IPAddress?
-        var shard = 0
+        var shard = 0, bucket = 0
         var fingerprint: UInt64 = 0, mainFingerprint: UInt64 = 0
+        /// Elements of the bucket's endpoint map (slot -> address . port).
+        var endpointSlots = [NftElement]()
         var hairpin = [IPAddress]()
         var serviceChains = [NftChain]()
         var maps = [NftSet]()
     }
 
+    /// Endpoint maps per table: about 40 service ports share one at 10,000 services, whatever
+    /// the shard count (256 in one table, 8 per shard with 32 shards). The count must not depend
+    /// on the cluster's size, or a growing cluster would move every service to another map.
+    static func endpointBucketCount(_ shards: Int) -> Int { max(8, 256 / max(1, shards)) }
+
+    /// `endpoints-HH`: bucket `b`'s map.
+    static func endpointMapName(_ b: Int) -> String {
+        let hex = Array("0123456789abcdef".utf8)
+        return "endpoints-" + String(decoding: [hex[b >> 4 & 15], hex[b & 15]], as: UTF8.self)
+    }
+
+    /// Where a service port's endpoints live: its bucket (from the third and fourth characters of
+    /// its name hash; the first two pick its shard) and, for the cluster and local policy chains
+    /// that choose among endpoints without affinity, the first of the chain's consecutive slots
+    /// in the bucket's map. The chain's rule is then `dnat to numgen random mod N offset FIRST map
+    /// @endpoints-HH`, and an endpoint change is an element change: no rule, no validation of the
+    /// table's chain graph.
+    ///
+    /// Slots are dealt per (table, bucket) map: a chain's range starts at a 24-bit hash of its
+    /// name, or right after the range before it when they would overlap (ranges in hash order,
+    /// ties by name). A range so moves only when a neighbour's grows into it, which stays rare
+    /// with ~40 ranges in 16 million slots, and depends only on the map's own service ports, so
+    /// the table's fingerprint covers it.
+    ///
+    /// Why buckets: binding a map to a rule walks all its elements, and adding an element walks
+    /// all rules bound to its map (nf_tables validates the data registers); one map for all
+    /// services is quadratic (a 10,000-service load took 114 s). Why not one map per service:
+    /// the kernel finds a set by name with a linear walk of the table's sets.
+    static func endpointSlots(_ plan: Plan, suffixes: [String], shards: Int) -> [EndpointSlots] {
+        let buckets = endpointBucketCount(shards)
+        var out = [EndpointSlots](repeating: EndpointSlots(), count: plan.services.count)
+        var requests = [SlotRequest]()
+        requests.reserveCapacity(plan.services.count * 3 / 2)
+        for (i, svc) in plan.services.enumerated() {
+            let sfx = suffixes[i]
+            var v = 0
+            for c in sfx.utf8.dropFirst(2).prefix(2) { v = v * 32 + Int(c >= 97 ? c - 97 : c >= 65 ? c - 65 : c - 50 + 26) }
+            out[i].bucket = v % buckets
+            guard svc.affinityTimeout == nil else { continue }
+            let scope = shard(ofSuffix: sfx, shards) * buckets + out[i].bucket
+            if svc.usesClusterPolicy {
+                let name = "service-" + sfx
+                requests.append(SlotRequest(scope: scope, hash: slotHash(name), name: name, count: svc.clusterEndpoints.count, service: i, local: false))
+            }
+            if svc.usesLocalPolicy {
+                let name = "local-" + sfx
+                requests.append(SlotRequest(scope: scope, hash: slotHash(name), name: name, count: svc.localEndpoints.count, service: i, local: true))
+            }
+        }
+        for (r, first) in zip(requests, deal(requests)) {
+            if r.local { out[r.service].local = first } else { out[r.service].cluster = first }
+        }
+        return out
+    }
+
+    /// The first slot of each request (aligned): per scope, in (hash, name) order, a range
+    /// starts at its hash or right after the range before it, whichever is later.
+    static func deal(_ requests: [SlotRequest]) -> [UInt32] {
+        let order = requests.indices.sorted { a, b in
+            let x = requests[a], y = requests[b]
+            return (x.scope, x.hash) != (y.scope, y.hash) ? (x.scope, x.hash) < (y.scope, y.hash) : x.name < y.name
+        }
+        var out = [UInt32](repeating: 0, count: requests.count)
+        var scope = -1, next: UInt64 = 0
+        for i in order {
+            let r = requests[i]
+            if r.scope != scope { scope = r.scope; next = 0 }
+            let first = max(r.hash, next)
+            next = first + UInt64(r.count)
+            out[i] = UInt32(first)
+        }
+        return out
+    }
+
+    struct EndpointSlots { var bucket = 0, cluster: UInt32 = 0, local: UInt32 = 0 }
+
+    struct SlotRequest { var scope: Int, hash: UInt64, name: String, count: Int, service: Int, local: Bool }
+
+    /// FNV-1a of the chain name, top 24 bits.
+    static func slotHash(_ name: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for c in name.utf8 { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
+        return h >> 40
+    }
+
+    /// The slot (key) of an endpoint map element.
+    static func slotOf(_ e: NftElement) -> UInt32 {
+        e.key.start[0].bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+    }
+
+    /// A uniform choice among N terminal statements: the i-th is taken with probability 1/(N-i)
+    /// of what is left (`numgen random mod (N-i) == 0 …`), the last unconditionally — exactly
+    /// iptables' statistic cascade, and no map. Used for ClientIP affinity's endpoint chains.
     static func cascade(_ targets: [NftStatement]) -> [NftRule] {
         let n = UInt32(targets.count)
         return targets.enumerated().map { i, target in

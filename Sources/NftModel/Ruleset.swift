@@ -119,7 +119,15 @@ public struct NftTable: Sendable, Hashable {
     public func set(_ name: String) -> NftSet? { sets.first { $0.name == name } }
 
     public var sortedChains: [NftChain] { chains.sorted { $0.name < $1.name } }
-    public var sortedSets: [NftSet] { sets.sorted { $0.name < $1.name } }
+    /// Sets by name, the dynamic ones (per-service affinity maps) last: the order of render and
+    /// of creation. The kernel finds a set by name with a linear walk of the table's sets in
+    /// creation order, so the shared sets and maps that most rules name come first.
+    public var sortedSets: [NftSet] {
+        sets.sorted {
+            let a = $0.flags.contains(.dynamic), b = $1.flags.contains(.dynamic)
+            return a != b ? b : $0.name < $1.name
+        }
+    }
 
     /// Appends a chain and returns its index (convenience for builders).
     @discardableResult

@@ -180,6 +180,12 @@ public struct NftElementKey: Sendable, Hashable, Comparable {
         for i in 0..<min(x.count, y.count) {
             let p = x[i].bytes, q = y[i].bytes
             if p == q { continue }
+            if case .integer(bytes: 4) = x[i].type, p.count == 4, q.count == 4 {
+                // Host-endian (a numgen slot): numeric order, as nft lists them.
+                let a = p.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                let b = q.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                return a < b ? -1 : 1
+            }
             return p.lexicographicallyPrecedes(q) ? -1 : 1
         }
         return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)

@@ -82,10 +82,10 @@ final class NftApplyCLITests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: tmp.path + "/after-cleanup.txt", encoding: .utf8), foreign)
     }
 
-    /// One endpoint replaced by another: the service chain keeps its rule count, so apply replaces
-    /// the one DNAT rule in place and swaps the hairpin element — a handful of messages — and
-    /// the result equals `nft -f` of the new rules.
-    func testEndpointChangeReplacesOneRule() throws {
+    /// One endpoint replaced by another: the service chain's rule (`numgen random mod 3 offset F
+    /// map @endpoints-HH`) stays, so apply swaps one endpoint-map element and one hairpin
+    /// element — no rule, a handful of messages — and the result equals `nft -f` of the new rules.
+    func testEndpointChangeIsAnElementChange() throws {
         let unshare = try requireNamespaces()
         let bin = TestSupport.binary.path
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftep-\(getpid())")
@@ -114,7 +114,8 @@ final class NftApplyCLITests: XCTestCase {
         let r = try sh(unshare, """
             set -e
             \(bin) apply \(args) \(tmp.path)/a.yaml
-            \(bin) apply --dry-run \(args) \(tmp.path)/b.yaml | grep -c '^replace rule' || true
+            \(bin) apply --dry-run \(args) \(tmp.path)/b.yaml | grep -cE '^(replace|add|delete) rule' || true
+            \(bin) apply --dry-run \(args) \(tmp.path)/b.yaml | grep -E '^(add|delete) element' | sed 's/ [0-9]* : / SLOT : /' | sort | tr '\\n' ';'; echo
             \(bin) apply \(args) \(tmp.path)/b.yaml
             nft list ruleset > \(tmp.path)/applied
             \(bin) render \(args) \(tmp.path)/b.yaml > \(tmp.path)/b.nft
@@ -124,17 +125,21 @@ final class NftApplyCLITests: XCTestCase {
             """)
         XCTAssertEqual(r.status, 0, r.stderr)
         let lines = r.stdout.split(separator: "\n").map(String.init)
-        XCTAssertEqual(lines.count, 5, r.stdout)
+        XCTAssertEqual(lines.count, 6, r.stdout)
         XCTAssertTrue(lines[0].hasSuffix("read: whole tables from the kernel"), lines[0])
-        XCTAssertEqual(lines[1], "1", "one rule replaced: \(r.stdout)")
-        // begin, replace rule, delete + add hairpin element, end; read back: the service chain
-        // only (the saved digests vouch for the rest, the hairpin set is diffed against the
+        XCTAssertEqual(lines[1], "0", "no rule changes: \(r.stdout)")
+        XCTAssertTrue(lines[2].contains("add element ip kuberules endpoints-"), lines[2])
+        XCTAssertTrue(lines[2].contains("SLOT : 10.0.1.9 . 8080 }") && lines[2].contains("SLOT : 10.0.1.3 . 8080 }"), lines[2])
+        XCTAssertTrue(lines[2].contains("add element ip kuberules hairpin { 10.0.1.9 . 10.0.1.9 }")
+                      && lines[2].contains("delete element ip kuberules hairpin { 10.0.1.3 . 10.0.1.3 }"), lines[2])
+        // begin, delete + add endpoint-map element, delete + add hairpin element, end; nothing
+        // read back (the saved digests vouch for the chains, the sets are diffed against the
         // elements saved with the last commit).
-        XCTAssertTrue(lines[2].contains(" 5 messages"), r.stdout)
-        XCTAssertTrue(lines[2].hasSuffix("read: saved state + 1 chain(s), 0 set(s) from the kernel"), lines[2])
-        XCTAssertEqual(lines[3], "no differences")
+        XCTAssertTrue(lines[3].contains(" 6 messages"), r.stdout)
+        XCTAssertTrue(lines[3].hasSuffix("read: saved state + 0 chain(s), 0 set(s) from the kernel"), lines[3])
+        XCTAssertEqual(lines[4], "no differences")
         // Another commit in the namespace: the saved state no longer vouches for anything.
-        XCTAssertTrue(lines[4].contains("; 0 messages,") && lines[4].hasSuffix("read: whole tables from the kernel"), lines[4])
+        XCTAssertTrue(lines[5].contains("; 0 messages,") && lines[5].hasSuffix("read: whole tables from the kernel"), lines[5])
         let l = try sh(unshare, "nft -f \(tmp.path)/b.nft && nft list ruleset")
         XCTAssertEqual(l.status, 0, l.stderr)
         XCTAssertEqual(try String(contentsOfFile: tmp.path + "/applied", encoding: .utf8), l.stdout)

@@ -173,11 +173,6 @@ final class GoldenRenderTests: XCTestCase {
         let text = try NftRuleset(tables: [t]).renderChecked()
         XCTAssertEqual(text, """
         table ip kuberules {
-        \tset aff-x {
-        \t\ttype ipv4_addr
-        \t\tflags dynamic,timeout
-        \t\ttimeout 3h
-        \t}
         \tmap eps-x {
         \t\ttypeof numgen random mod 2 : ip daddr . tcp dport
         \t}
@@ -188,6 +183,11 @@ final class GoldenRenderTests: XCTestCase {
         \tset src {
         \t\ttype ipv4_addr
         \t\tflags interval
+        \t}
+        \tset aff-x {
+        \t\ttype ipv4_addr
+        \t\tflags dynamic,timeout
+        \t\ttimeout 3h
         \t}
         \tchain prerouting {
         \t\ttype nat hook prerouting priority -100; policy accept;

@@ -1,0 +1,111 @@
+import XCTest
+import KubeModel
+import KubePlan
+import NftModel
+@testable import NftBackend
+@testable import NftApply
+
+/// Endpoint maps: every policy chain's DNAT rule names N consecutive slots of its bucket's map,
+/// the slots hold exactly its endpoints, and slots stay put when other services come and go.
+final class EndpointMapTests: XCTestCase {
+    /// `count` service ports with 1 + i % 7 endpoints each; eTP=Local (a second, local chain)
+    /// every 5th; `skip` leaves one service out.
+    func plan(_ count: Int, endpointsOf changed: Int? = nil, extra: Int = 0, skip: Int? = nil) -> Plan {
+        var c = Cluster()
+        for i in 0..<count where i != skip {
+            var svc = Service(ref: ObjectRef(kind: "Service", namespace: "ns", name: "svc-\(i)", file: "f"))
+            svc.type = i % 5 == 0 ? .nodePort : .clusterIP
+            if i % 5 == 0 { svc.externalTrafficPolicy = .local }
+            svc.clusterIPs = [IPAddress(v4: 0x0a60_0000 + UInt32(i))]
+            svc.ports = [ServicePort(name: "p", proto: i % 3 == 0 ? .udp : .tcp, port: 80, nodePort: i % 5 == 0 ? 30000 + i : 0)]
+            c.services.append(svc)
+            var s = EndpointSlice(ref: ObjectRef(kind: "EndpointSlice", namespace: "ns", name: "svc-\(i)-1", file: "f"),
+                                  serviceName: svc.name, family: .ipv4)
+            s.ports = [EndpointPort(name: "p", port: 8080, proto: svc.ports[0].proto)]
+            let n = 1 + i % 7 + (changed == i ? extra : 0)
+            s.endpoints = (0..<n).map { j in
+                var e = Endpoint(address: IPAddress(v4: 0x0af4_0000 + UInt32(i * 16 + j)))
+                e.nodeName = j % 2 == 0 ? "node-a" : "node-b"
+                return e
+            }
+            c.slices.append(s)
+        }
+        return Planner.plan(cluster: c, node: NodeConfig(nodeName: "node-a", nodeIPs: [IPAddress("192.168.1.10")!]), family: .ipv4)
+    }
+
+    /// Every endpoint-map DNAT rule of a table: (chain, map, slots).
+    func ranges(_ t: NftTable) -> [(chain: String, map: String, slots: Range<UInt32>)] {
+        t.chains.flatMap { c in
+            c.rules.compactMap { r -> (String, String, Range<UInt32>)? in
+                var slots: Range<UInt32>?, map: String?
+                for e in r.exprs {
+                    if case .numgen(_, let m, _, let o) = e { slots = o..<(o + m) }
+                    if let s = e.referencedSet, s.hasPrefix("endpoints-") { map = s }
+                }
+                guard let slots, let map else { return nil }
+                return (c.name, map, slots)
+            }
+        }
+    }
+
+    func testSlotsAreDisjointAndHoldTheChainsEndpoints() throws {
+        for shards in [1, 4] {
+            let p = plan(400)
+            let tables = NftBackend.build([p], shards: shards).tables
+            var chains = 0
+            for t in tables {
+                var used = [String: Set<UInt32>]()
+                for (chain, map, slots) in ranges(t) {
+                    chains += 1
+                    let set = try XCTUnwrap(t.sets.first { $0.name == map }, map)
+                    for slot in slots {
+                        XCTAssertTrue(used[map, default: []].insert(slot).inserted, "\(chain): slot \(slot) of \(map) taken twice")
+                    }
+                    // The slots hold exactly the endpoints the plan gives this chain, in order.
+                    let svc = try XCTUnwrap(p.services.first { chain.hasSuffix(NftBackend.suffix($0)) }, chain)
+                    let eps = chain.hasPrefix("local-") ? svc.localEndpoints : svc.clusterEndpoints
+                    let held = slots.map { slot in set.elements.first { NftBackend.slotOf($0) == slot } }
+                    XCTAssertEqual(held.map { $0?.data }, eps.map { NftElementData.values([NftBackend.value($0.ip), .port(UInt16($0.port))]) }, chain)
+                }
+                // No element without a rule.
+                for s in t.sets where s.name.hasPrefix("endpoints-") {
+                    XCTAssertEqual(Set(s.elements.map(NftBackend.slotOf)), used[s.name], s.name)
+                }
+                XCTAssertNoThrow(try NftDiff.validate(t))
+            }
+            // Every service port has a cluster chain; every 5th also a local one.
+            XCTAssertEqual(chains, 400 + 80, "shards \(shards)")
+            let maps = Set(tables.flatMap { $0.sets.map(\.name) }.filter { $0.hasPrefix("endpoints-") })
+            XCTAssertGreaterThan(maps.count, shards == 1 ? 150 : 8, "400 service ports spread over the buckets")
+        }
+    }
+
+    func testSlotsStayWhenOtherServicesComeAndGo() {
+        func slots(_ p: Plan) -> [String: Range<UInt32>] {
+            Dictionary(uniqueKeysWithValues: NftBackend.build([p]).tables.flatMap(ranges).map { ($0.chain, $0.slots) })
+        }
+        let base = slots(plan(400))
+        // A service removed: every other chain keeps its slots, unless it followed the removed
+        // one's range in its bucket (never here: the ranges are far apart).
+        let removed = slots(plan(400, skip: 17))
+        XCTAssertEqual(removed.count, base.count - 1)
+        for (chain, r) in removed { XCTAssertEqual(base[chain], r, chain) }
+        // One service grows from 4 to 12 endpoints: only its own range changes.
+        let grown = slots(plan(400, endpointsOf: 3, extra: 8))
+        let moved = base.keys.filter { base[$0] != grown[$0] }
+        XCTAssertEqual(moved.map { $0.contains("ns/svc-3/") }, [true], "\(moved)")
+        XCTAssertEqual(grown[moved[0]]?.count, 12)
+    }
+
+    func testOverlappingRangesAreDealtInHashThenNameOrder() {
+        func r(_ scope: Int, _ hash: UInt64, _ name: String, _ count: Int) -> NftBackend.SlotRequest {
+            NftBackend.SlotRequest(scope: scope, hash: hash, name: name, count: count, service: 0, local: false)
+        }
+        let requests = [r(0, 100, "b", 5), r(0, 100, "a", 3), r(0, 102, "c", 2), r(0, 200, "d", 1), r(1, 100, "e", 4), r(0, 50, "f", 50)]
+        // Scope 0 in order: f 50..<100, a 100..<103, b 103..<108, c pushed to 108..<110, d 200;
+        // scope 1 deals its own: e 100.
+        XCTAssertEqual(NftBackend.deal(requests), [103, 100, 108, 200, 100, 50])
+        XCTAssertEqual(NftBackend.slotHash("service-AAAAAAAA-x"), NftBackend.slotHash("service-AAAAAAAA-x"), "stable")
+        XCTAssertLessThan(NftBackend.slotHash("service-AAAAAAAA-x"), 1 << 24)
+    }
+}
