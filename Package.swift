@@ -39,7 +39,7 @@ let package = Package(
         .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl",
                        providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
         // The only Swift target that sees C types: nftables (libnftnl), IPVS genetlink and rtnetlink (libmnl).
-        .target(name: "Netlink", dependencies: ["CNetfilter", "NftModel", "NftApply", "IpvsModel", "IpvsApply", "KubeModel"]),
+        .target(name: "Netlink", dependencies: ["CNetfilter", "NftModel", "NftApply", "IpvsModel", "IpvsApply", "KubeModel", "Parallel"]),
         .executableTarget(name: "kuberules", dependencies: [
             "KubeModel", "KubePlan", "IptablesBackend", "IptablesApply", "NftModel", "NftBackend", "NftApply", "Netlink",
             "IpvsModel", "IpvsBackend", "IpvsApply", "Parallel",

@@ -1,6 +1,7 @@
 import CNetfilter
 import NftModel
 import NftApply
+import Parallel
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -275,14 +276,34 @@ public final class NftNetlink: NftKernel {
         var owner: [Int] = []
         owner.reserveCapacity(changes.count + 16)
         batch.begin(seq: base, genid: generation)
-        var s = base
-        for (i, c) in changes.enumerated() {
-            try Encode.messages(for: c, into: &batch, nextSeq: {
-                s &+= 1
-                owner.append(i)
-                return s
-            })
+        // Large batches are encoded in parallel runs of changes, each into its own buffer with
+        // sequence numbers from 1, then appended in order with their numbers shifted.
+        let runs = Parallel.mapRuns(count: changes.count, minimumCount: 20_000) { (range: Range<Int>) -> Result<(BatchBuffer, [Int]), Error> in
+            var part = BatchBuffer(capacity: 1 << 16)
+            var partOwner: [Int] = []
+            partOwner.reserveCapacity(range.count + 16)
+            var local: UInt32 = 0
+            do {
+                for i in range {
+                    try Encode.messages(for: changes[i], into: &part, nextSeq: {
+                        local &+= 1
+                        partOwner.append(i)
+                        return local
+                    })
+                }
+                return .success((part, partOwner))
+            } catch {
+                part.free()
+                return .failure(error)
+            }
         }
+        defer { for case .success(let (part, _)) in runs { part.free() } }
+        for r in runs {
+            let (part, partOwner) = try r.get()
+            batch.append(part, seqOffset: base &+ UInt32(truncatingIfNeeded: owner.count))
+            owner += partOwner
+        }
+        var s = base &+ UInt32(truncatingIfNeeded: owner.count)
         // Ask an ACK for the last message only: success is then confirmed positively.
         batch.setAckOnLastMessage()
         s &+= 1
@@ -361,14 +382,28 @@ struct BatchBuffer {
             base = realloc(base, c)!
             capacity = c
         }
-        let p = base + used
-        memset(p, 0, bytes)
-        return p.assumingMemoryBound(to: CChar.self)
+        // Not zeroed: libmnl writes every byte of a message, padding included.
+        return (base + used).assumingMemoryBound(to: CChar.self)
     }
 
     /// Length of the message just written at the tail.
     var pendingLength: Int {
         Int((base + used).assumingMemoryBound(to: nlmsghdr.self).pointee.nlmsg_len)
+    }
+
+    /// Appends the messages of `other`, adding `seqOffset` to each one's sequence number.
+    mutating func append(_ other: BatchBuffer, seqOffset: UInt32) {
+        guard other.used > 0 else { return }
+        _ = reserve(other.used)
+        memcpy(base + used, other.base, other.used)
+        var off = 0
+        while off < other.used {
+            let h = (base + used + off).assumingMemoryBound(to: nlmsghdr.self)
+            h.pointee.nlmsg_seq &+= seqOffset
+            lastMessage = used + off
+            off += (Int(h.pointee.nlmsg_len) + 3) & ~3
+        }
+        used += other.used
     }
 
     /// Accepts the message written at the tail.

@@ -190,9 +190,9 @@ public final class NftApplier {
 
     /// The digests of the desired tables (computed once per desired ruleset and apply); those
     /// of the tables in `reused` are taken as they are.
-    private func digests(_ desired: NftRuleset, reusing reused: [NftTableID: NftTableDigests] = [:]) -> [NftTableID: NftTableDigests] {
+    private func digests(_ desired: NftRuleset, reusing reused: [NftTableID: NftTableDigests] = [:], timing: Bool = true) -> [NftTableID: NftTableDigests] {
         if let d = desiredDigests, desired.tables.allSatisfy({ d[$0.id] != nil }) { return d }
-        return timed("digest") {
+        func compute() -> [NftTableID: NftTableDigests] {
             var d = reused
             for t in desired.tables where d[t.id] == nil {
                 var td = NftTableDigests(t)
@@ -202,6 +202,7 @@ public final class NftApplier {
             desiredDigests = d
             return d
         }
+        return timing ? timed("digest", compute) : compute()
     }
 
     /// The current state from the saved state: valid only in the same namespace and boot and
@@ -335,8 +336,19 @@ public final class NftApplier {
     /// Saves the digests of what the kernel holds now (`tables`, as of `generation`), and the
     /// elements of its sets (re-encoded only for sets whose digest changed since the last load).
     private func save(_ generation: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable], deferred: [NftTableID: [NftChain]] = [:]) {
-        guard !(stateStore is NftNoStateStore) else { return }
-        let want = digests(desired)
+        guard let saved = savedState(generation, desired, tables, deferred: deferred) else { return }
+        write(saved)
+    }
+
+    private func write(_ saved: NftSavedState) {
+        timed("write state") { stateStore.save(saved) }
+        lastLoaded = saved
+    }
+
+    /// What `save` writes. It records no timing phase, so that it can run beside the commit.
+    private func savedState(_ generation: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable], deferred: [NftTableID: [NftChain]] = [:]) -> NftSavedState? {
+        guard !(stateStore is NftNoStateStore) else { return nil }
+        let want = digests(desired, timing: false)
         var saved = NftSavedState(scope: stateStore.scope, generation: generation, tables: [:])
         for t in desired.tables {
             guard tables[t.id] != nil, var d = want[t.id] else { saved.tables[t.id] = .some(nil); continue }
@@ -362,8 +374,7 @@ public final class NftApplier {
             }
             saved.elements[t.id] = Dictionary(zip(sets.map(\.name), blobs), uniquingKeysWith: { a, _ in a })
         }
-        timed("write state") { stateStore.save(saved) }
-        lastLoaded = saved
+        return saved
     }
 
     private func remember(_ gen: UInt32, _ desired: NftRuleset, _ tables: [NftTableID: NftTable]) {
@@ -445,26 +456,35 @@ public final class NftApplier {
             do {
                 // Until the commit is known to be ours alone, no saved state may be trusted.
                 stateStore.save(nil)
-                let stats = try timed("commit") { try kernel.commit(plan.changes, generation: state.generation) }
+                // What the kernel holds if the commit is ours alone.
+                var tables: [NftTableID: NftTable] = [:]
+                var kept: [NftTableID: [NftChain]] = [:]
+                for t in desired.tables {
+                    var t = t
+                    // Chains kept for deletion on the next apply are still in the kernel,
+                    // flushed, with their old definition.
+                    for name in plan.deferredByTable[t.id] ?? [] {
+                        var c = state.tables[t.id]?.chains.first { $0.name == name } ?? NftChain(name: name)
+                        c.rules = []
+                        t.chains.append(c)
+                        kept[t.id, default: []].append(c)
+                    }
+                    tables[t.id] = t
+                }
+                // The state to save is prepared on the other core while the kernel works
+                // through the batch (the commit is one system call).
+                let after = state.generation &+ 1
+                let commitStart = NftClock.now()
+                let (committed, prepared) = Parallel.both(
+                    { [kernel] in try kernel.commit(plan.changes, generation: state.generation) },
+                    { [desired] in self.savedState(after, desired, tables, deferred: kept) })
+                phases.append(("commit", NftClock.now() - commitStart))
+                let stats = try committed.get()
                 // Our batch is the only change iff the generation moved by exactly one.
                 known = nil
-                if try kernel.generation() == state.generation &+ 1 {
-                    var tables: [NftTableID: NftTable] = [:]
-                    var kept: [NftTableID: [NftChain]] = [:]
-                    for t in desired.tables {
-                        var t = t
-                        // Chains kept for deletion on the next apply are still in the kernel,
-                        // flushed, with their old definition.
-                        for name in plan.deferredByTable[t.id] ?? [] {
-                            var c = state.tables[t.id]?.chains.first { $0.name == name } ?? NftChain(name: name)
-                            c.rules = []
-                            t.chains.append(c)
-                            kept[t.id, default: []].append(c)
-                        }
-                        tables[t.id] = t
-                    }
-                    remember(state.generation &+ 1, desired, tables)
-                    timed("save") { save(state.generation &+ 1, desired, tables, deferred: kept) }
+                if try kernel.generation() == after {
+                    remember(after, desired, tables)
+                    timed("save") { if let prepared { write(prepared) } }
                 }
                 report.messages = stats.messages
                 report.bytes = stats.bytes

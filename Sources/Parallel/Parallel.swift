@@ -49,6 +49,24 @@ extension Parallel {
         return map(count: runs) { (k: Int) -> T in transform((count * k / runs)..<(count * (k + 1) / runs)) }
     }
 
+    /// `a` and `b` at the same time (one on another thread when there is more than one core);
+    /// `a`'s error is returned, not thrown, so that `b`'s result is never lost.
+    public static func both<A, B>(_ a: () throws -> A, _ b: () -> B) -> (Result<A, Error>, B) {
+        guard cores > 1 else { return (Result { try a() }, b()) }
+        var ra: Result<A, Error>?, rb: B?
+        withoutActuallyEscaping(a) { a in
+            withoutActuallyEscaping(b) { b in
+                nonisolated(unsafe) let a = a, b = b
+                nonisolated(unsafe) var outA: Result<A, Error>?, outB: B?
+                DispatchQueue.concurrentPerform(iterations: 2) { i in
+                    if i == 0 { outA = Result { try a() } } else { outB = b() }
+                }
+                ra = outA; rb = outB
+            }
+        }
+        return (ra!, rb!)
+    }
+
     /// Drops a large value on a background thread: freeing a tree of a million nodes takes a
     /// noticeable part of a second, which need not be spent on the caller's critical path.
     /// The caller must not keep other references it later releases itself (the last release frees).
