@@ -311,13 +311,16 @@ public enum NftBackend {
         if !sharded { for m in maps { t.add(m) } }
         // The endpoint maps of a table: one per non-empty bucket, elements in slot order.
         func endpointMapSets(shard k: Int) -> [NftSet] {
-            (0..<buckets).compactMap { b in
+            Parallel.map(count: buckets, minimumPerTask: 16) { (b: Int) -> NftSet? in
                 let elements = endpointMaps[k * buckets + b]
                 guard !elements.isEmpty else { return nil }
+                // Slot order: sort (slot, index) pairs, then move each element once.
+                var order = elements.indices.map { UInt64(slotOf(elements[$0])) << 32 | UInt64($0) }
+                order.sort()
                 return NftSet.map(endpointMapName(b), .typeof([.numgenRandom(mod: 1)]), .typeof([daddr, .thDport]),
                                   comment: "endpoints: slot -> address . port",
-                                  elements: elements.sorted { slotOf($0) < slotOf($1) })
-            }
+                                  elements: order.map { elements[Int($0 & 0xffff_ffff)] })
+            }.compactMap { $0 }
         }
         if !sharded { for m in endpointMapSets(shard: 0) { t.add(m) } }
 
