@@ -51,7 +51,7 @@ let package = Package(
                     exclude: ["datapath"]),
         .testTarget(name: "NftTests", dependencies: ["NftModel", "NftApply", "NftBackend", "KubePlan", "KubeModel"]),
         .testTarget(name: "IpvsTests", dependencies: ["IpvsModel", "IpvsBackend", "IpvsApply", "IptablesBackend", "KubePlan", "KubeModel"]),
-        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink", "IpvsModel", "IpvsApply", "KubeModel"]),
+        .testTarget(name: "KernelTests", dependencies: ["NftModel", "NftApply", "Netlink", "IpvsModel", "IpvsApply", "KubeModel", "Parallel"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,11 +7,11 @@ import Glibc
 
 /// NftModel values → libnftnl objects → netlink messages in a batch.
 enum Encode {
-    nonisolated(unsafe) static var nextSetID: UInt32 = 0
-
     static let elementAttributeLimit = 64_000   // nested element list must stay under 64 KiB
 
-    static func messages(for c: NftChange, into b: inout BatchBuffer, nextSeq: () -> UInt32) throws {
+    /// `index` is the change's position in its batch: a new set's NFTA_SET_ID (unique in the
+    /// batch, whichever thread encodes the change).
+    static func messages(for c: NftChange, index: Int, into b: inout BatchBuffer, nextSeq: () -> UInt32) throws {
         let fam = UInt16(c.table.family.netlinkValue)
         let create = UInt16(NLM_F_REQUEST | NLM_F_CREATE)
         let plain = UInt16(NLM_F_REQUEST)
@@ -48,7 +48,7 @@ enum Encode {
             defer { nftnl_chain_free(o) }
             emit(&b, NFT_MSG_DELCHAIN.rawValue, fam, plain, nextSeq(), 4096) { nftnl_chain_nlmsg_build_payload($0, o) }
         case .addSet(let id, let s):
-            let o = set(id, s)
+            let o = set(id, s, setID: UInt32(truncatingIfNeeded: index &+ 1))
             defer { nftnl_set_free(o) }
             emit(&b, NFT_MSG_NEWSET.rawValue, fam, create, nextSeq(), 4096) { nftnl_set_nlmsg_build_payload($0, o) }
         case .deleteSet(let id, let name):
@@ -111,14 +111,13 @@ enum Encode {
         return c
     }
 
-    static func set(_ id: NftTableID, _ s: NftSet) -> OpaquePointer {
+    static func set(_ id: NftTableID, _ s: NftSet, setID: UInt32) -> OpaquePointer {
         let o = nftnl_set_alloc()!
         nftnl_set_set_str(o, A(NFTNL_SET_TABLE), id.name)
         nftnl_set_set_str(o, A(NFTNL_SET_NAME), s.name)
         nftnl_set_set_u32(o, A(NFTNL_SET_FLAGS), s.kernelFlags)
         // NFTA_SET_ID is mandatory for NEWSET (it names the set inside the transaction).
-        nextSetID &+= 1
-        nftnl_set_set_u32(o, A(NFTNL_SET_ID), nextSetID)
+        nftnl_set_set_u32(o, A(NFTNL_SET_ID), setID)
         nftnl_set_set_u32(o, A(NFTNL_SET_KEY_TYPE), s.key.typeId)
         nftnl_set_set_u32(o, A(NFTNL_SET_KEY_LEN), UInt32(s.key.byteLength))
         switch s.data {

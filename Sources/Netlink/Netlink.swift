@@ -269,52 +269,85 @@ public final class NftNetlink: NftKernel {
     // MARK: commit
 
     public func commit(_ changes: [NftChange], generation: UInt32) throws -> NftCommitStats {
+        try commit(changes, generation: generation, during: {})
+    }
+
+    /// Batches of at least this many changes are encoded in parallel runs.
+    static let parallelEncodingThreshold = 20_000
+
+    /// Encodes `changes` into one batch (`base`: the sequence number of BATCH_BEGIN) and returns
+    /// it with the change index of every message after BATCH_BEGIN. Large batches are encoded in
+    /// parallel runs, each into its own buffer with sequence numbers from 1, then appended in
+    /// order with their numbers shifted.
+    static func encode(_ changes: [NftChange], base: UInt32, generation: UInt32,
+                       threshold: Int = parallelEncodingThreshold) throws -> (batch: BatchBuffer, owner: [Int]) {
         var batch = BatchBuffer()
-        defer { batch.free() }
-        let base = nextSeq()
-        // seq - base - 1 → change index, for every message after BATCH_BEGIN.
         var owner: [Int] = []
         owner.reserveCapacity(changes.count + 16)
         batch.begin(seq: base, genid: generation)
-        // Large batches are encoded in parallel runs of changes, each into its own buffer with
-        // sequence numbers from 1, then appended in order with their numbers shifted.
-        let runs = Parallel.mapRuns(count: changes.count, minimumCount: 20_000) { (range: Range<Int>) -> Result<(BatchBuffer, [Int]), Error> in
-            var part = BatchBuffer(capacity: 1 << 16)
-            var partOwner: [Int] = []
-            partOwner.reserveCapacity(range.count + 16)
-            var local: UInt32 = 0
-            do {
-                for i in range {
-                    try Encode.messages(for: changes[i], into: &part, nextSeq: {
-                        local &+= 1
-                        partOwner.append(i)
-                        return local
+        do {
+            if changes.count < threshold {
+                var s = base
+                for (i, c) in changes.enumerated() {
+                    try Encode.messages(for: c, index: i, into: &batch, nextSeq: {
+                        s &+= 1
+                        owner.append(i)
+                        return s
                     })
                 }
-                return .success((part, partOwner))
-            } catch {
-                part.free()
-                return .failure(error)
+            } else {
+                let runs = Parallel.mapRuns(count: changes.count, minimumCount: 0) { (range: Range<Int>) -> Result<(BatchBuffer, [Int]), Error> in
+                    var part = BatchBuffer(capacity: 1 << 16)
+                    var partOwner: [Int] = []
+                    partOwner.reserveCapacity(range.count + 16)
+                    var local: UInt32 = 0
+                    do {
+                        for i in range {
+                            try Encode.messages(for: changes[i], index: i, into: &part, nextSeq: {
+                                local &+= 1
+                                partOwner.append(i)
+                                return local
+                            })
+                        }
+                        return .success((part, partOwner))
+                    } catch {
+                        part.free()
+                        return .failure(error)
+                    }
+                }
+                defer { for case .success(let (part, _)) in runs { part.free() } }
+                for r in runs {
+                    let (part, partOwner) = try r.get()
+                    batch.append(part, seqOffset: base &+ UInt32(truncatingIfNeeded: owner.count))
+                    owner += partOwner
+                }
             }
+        } catch {
+            batch.free()
+            throw error
         }
-        defer { for case .success(let (part, _)) in runs { part.free() } }
-        for r in runs {
-            let (part, partOwner) = try r.get()
-            batch.append(part, seqOffset: base &+ UInt32(truncatingIfNeeded: owner.count))
-            owner += partOwner
-        }
-        var s = base &+ UInt32(truncatingIfNeeded: owner.count)
         // Ask an ACK for the last message only: success is then confirmed positively.
         batch.setAckOnLastMessage()
-        s &+= 1
-        batch.end(seq: s)
+        batch.end(seq: base &+ UInt32(truncatingIfNeeded: owner.count) &+ 1)
+        return (batch, owner)
+    }
+
+    /// `commit`, with `during` run on another core while the kernel works through the batch
+    /// (the send is one system call; encoding comes first and uses every core).
+    public func commit(_ changes: [NftChange], generation: UInt32, during: () -> Void) throws -> NftCommitStats {
+        let base = nextSeq()
+        let (batch, owner) = try Self.encode(changes, base: base, generation: generation)
+        defer { batch.free() }
+        let s = base &+ UInt32(truncatingIfNeeded: owner.count) &+ 1
         seq = s
         let messages = owner.count + 2
         growBuffers(send: batch.used + 65536, receive: max(4 << 20, min(owner.count * 64, 64 << 20)))
 
-        let sent = send(fd, batch.base, batch.used, 0)
+        // errno is per thread: taken right after the send, on the thread that sent.
+        let (sendResult, _) = Parallel.both({ [fd] in (send(fd, batch.base, batch.used, 0), errno) }, during)
+        let (sent, sendErrno) = try sendResult.get()
         if sent < 0 {
-            let e = errno
+            let e = sendErrno
             throw NftKernelError.io(operation: "send batch of \(messages) messages (\(batch.used) bytes)", errno: e, message: errnoText(e))
         }
         // The kernel processed the batch inside sendmsg: its errors and our ACK are queued.
@@ -382,8 +415,10 @@ struct BatchBuffer {
             base = realloc(base, c)!
             capacity = c
         }
-        // Not zeroed: libmnl writes every byte of a message, padding included.
-        return (base + used).assumingMemoryBound(to: CChar.self)
+        // Zeroed: not every libnftnl/libmnl path writes the attribute padding.
+        let p = base + used
+        memset(p, 0, bytes)
+        return p.assumingMemoryBound(to: CChar.self)
     }
 
     /// Length of the message just written at the tail.

@@ -472,14 +472,14 @@ public final class NftApplier {
                     tables[t.id] = t
                 }
                 // The state to save is prepared on the other core while the kernel works
-                // through the batch (the commit is one system call).
+                // through the batch (the send is one system call).
                 let after = state.generation &+ 1
-                let commitStart = NftClock.now()
-                let (committed, prepared) = Parallel.both(
-                    { [kernel] in try kernel.commit(plan.changes, generation: state.generation) },
-                    { [desired] in self.savedState(after, desired, tables, deferred: kept) })
-                phases.append(("commit", NftClock.now() - commitStart))
-                let stats = try committed.get()
+                var prepared: NftSavedState?
+                let stats = try timed("commit") {
+                    try kernel.commit(plan.changes, generation: state.generation, during: {
+                        prepared = self.savedState(after, desired, tables, deferred: kept)
+                    })
+                }
                 // Our batch is the only change iff the generation moved by exactly one.
                 known = nil
                 if try kernel.generation() == after {

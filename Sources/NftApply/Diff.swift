@@ -202,8 +202,9 @@ public enum NftDiff {
             }
             if !recreatedChains.contains(c.name) && !refersToGone && h.rules.count == c.rules.count
                 && !sameRules(h.rules, c.rules) && h.rules.allSatisfy({ $0.handle != nil }) {
-                // Same number of rules (e.g. one endpoint replaced by another): replace the rules
-                // that differ in place, by handle, instead of flushing and refilling the chain.
+                // Same number of rules (e.g. an endpoint count or an endpoint-map slot range
+                // changed): replace the rules that differ in place, by handle, instead of
+                // flushing and refilling the chain.
                 for (old, new) in zip(h.rules, c.rules) where !(old == new || old.canonical() == new.canonical()) {
                     replacements.append((c.name, old.handle!, new))
                 }

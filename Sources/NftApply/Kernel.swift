@@ -150,4 +150,16 @@ public protocol NftKernel: AnyObject {
     /// Throws `NftKernelError.generationChanged` on ERESTART and `.batchRefused` with
     /// per-change errors otherwise; in both cases nothing was applied.
     func commit(_ changes: [NftChange], generation: UInt32) throws -> NftCommitStats
+
+    /// `commit`, running `during` on another core while the kernel works through the batch
+    /// (not at all if the batch cannot be sent). The default runs it after the commit.
+    func commit(_ changes: [NftChange], generation: UInt32, during: () -> Void) throws -> NftCommitStats
+}
+
+extension NftKernel {
+    public func commit(_ changes: [NftChange], generation: UInt32, during: () -> Void) throws -> NftCommitStats {
+        let stats = try commit(changes, generation: generation)
+        during()
+        return stats
+    }
 }

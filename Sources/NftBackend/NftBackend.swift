@@ -74,7 +74,8 @@ public enum NftBackend {
     /// that take over service dispatch: each holds the dispatch maps, service chains and
     /// affinity maps of the service ports hashed to it, with its own NAT base chains. The
     /// kernel validates a whole table's chain graph on every commit that adds a jump, goto or
-    /// DNAT rule, so an endpoint change then costs one shard's validation, not all services'.
+    /// DNAT rule, so a rule change (a service added, an endpoint count changed) then costs one
+    /// shard's validation, not all services' (an endpoint replaced is an element change: none).
     /// The NodePort dispatch runs at priority dstnat+1, after every shard's service-IP
     /// dispatch, so a service IP still wins over a node port on the same address and port
     /// as in one table. Each shard marks the hairpin traffic of its own endpoints at
@@ -198,12 +199,8 @@ public enum NftBackend {
                 pc.serviceChains.append(NftChain(name: extChain, rules: rules))
             }
 
-            // Names computed once per service port (each is a SHA-256).
+            // The name is computed once per service port (a SHA-256).
             let affinity = svc.affinityTimeout != nil ? affinityMap(svc) : nil
-            var endpointChains = [String: String]()
-            if affinity != nil {
-                for ep in svc.reachableEndpoints { endpointChains[ep.hostPort] = "endpoint-" + endpointName(svc, ep) }
-            }
 
             // Policy chains: endpoint selection.
             for (chain, target, eps) in [(svcChain, PolicyTarget.cluster, svc.clusterEndpoints), (localChain, .local, svc.localEndpoints)] {
@@ -213,10 +210,14 @@ public enum NftBackend {
                 for ep in eps { pc.hairpin.append(ep.ip) }
                 if let affinity {
                     // ClientIP affinity: a known client is sent straight to the endpoint its map
-                    // entry names; a new one is spread over the endpoint chains, which record it.
+                    // entry names; a new one is spread over the endpoints by a cascade whose
+                    // rules record the client and DNAT in one rule each (no per-endpoint chain).
                     rules.append(NftRule(.dnatFromMap([saddr], map: affinity, family: family, withPort: true, l4proto: p),
                                          comment: "known client"))
-                    rules += cascade(eps.map { .goto(endpointChains[$0.hostPort] ?? "endpoint-" + endpointName(svc, $0)) })
+                    rules += cascade(eps.map { ep in [
+                        .dynset(.update, set: affinity, key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))]),
+                        .dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p),
+                    ] })
                 } else {
                     // One rule: a random slot of this chain's range in its bucket's endpoint
                     // map, which holds the endpoint address and port (see `endpointSlots`).
@@ -235,13 +236,7 @@ public enum NftBackend {
                 // and no client stays pinned to an endpoint that is gone.
                 pc.maps.append(.map(affinity, .types([addr]), .types([addr, .inetService]),
                                  flags: [.dynamic, .timeout], timeoutMs: UInt64(timeout) * 1000))
-                for ep in svc.reachableEndpoints {
-                    pc.hairpin.append(ep.ip)
-                    pc.serviceChains.append(NftChain(name: endpointChains[ep.hostPort] ?? "endpoint-" + endpointName(svc, ep), comment: comment("\(svc.nameString) -> \(ep.hostPort)"), rules: [
-                        NftRule(.dynset(.update, set: affinity, key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))])),
-                        NftRule(.dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p)),
-                    ]))
-                }
+                for ep in svc.reachableEndpoints { pc.hairpin.append(ep.ip) }
             }
             return pc
         }
@@ -452,9 +447,10 @@ public enum NftBackend {
     ///
     /// Slots are dealt per (table, bucket) map: a chain's range starts at a 24-bit hash of its
     /// name, or right after the range before it when they would overlap (ranges in hash order,
-    /// ties by name). A range so moves only when a neighbour's grows into it, which stays rare
-    /// with ~40 ranges in 16 million slots, and depends only on the map's own service ports, so
-    /// the table's fingerprint covers it.
+    /// ties by name). A range so moves only when the ranges before it in its map overlap it
+    /// (one grows into it, or a new one lands on it; it moves back when they shrink or go), and
+    /// a moved range can push the next: rare with ~40 ranges in 16 million slots. It depends only
+    /// on the map's own service ports, so the table's fingerprint covers it.
     ///
     /// Why buckets: binding a map to a rule walks all its elements, and adding an element walks
     /// all rules bound to its map (nf_tables validates the data registers); one map for all
@@ -522,13 +518,14 @@ public enum NftBackend {
         e.key.start[0].bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
     }
 
-    /// A uniform choice among N terminal statements: the i-th is taken with probability 1/(N-i)
-    /// of what is left (`numgen random mod (N-i) == 0 …`), the last unconditionally — exactly
-    /// iptables' statistic cascade, and no map. Used for ClientIP affinity's endpoint chains.
-    static func cascade(_ targets: [NftStatement]) -> [NftRule] {
+    /// A uniform choice among N statement lists, each ending in a terminal statement: the i-th
+    /// is taken with probability 1/(N-i) of what is left (`numgen random mod (N-i) == 0 …`), the
+    /// last unconditionally — exactly iptables' statistic cascade, and no map. Used for ClientIP
+    /// affinity, whose rules record the client before they DNAT.
+    static func cascade(_ targets: [[NftStatement]]) -> [NftRule] {
         let n = UInt32(targets.count)
         return targets.enumerated().map { i, target in
-            i < targets.count - 1 ? NftRule(.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0)), target) : NftRule(target)
+            NftRule(statements: i < targets.count - 1 ? [.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0))] + target : target)
         }
     }
 
@@ -604,9 +601,4 @@ public enum NftBackend {
         return "affinity-" + ChainHash.base32SHA256(readable + "|" + eps, count: 8) + "-" + readable
     }
 
-    /// `HASH8-ns/name/proto/port__IP/PORT` for one endpoint's affinity chain.
-    static func endpointName(_ svc: ServicePortPlan, _ ep: PlannedEndpoint) -> String {
-        let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)__\(ep.ip)/\(ep.port)"
-        return ChainHash.base32SHA256(readable, count: 8) + "-" + readable
-    }
 }

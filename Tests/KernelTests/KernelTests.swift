@@ -20,7 +20,7 @@ import XCTest
 import Foundation
 import NftModel
 import NftApply
-import Netlink
+@testable import Netlink
 
 /// Skips unless root and inside a private network namespace. The reference is PID 1's
 /// namespace. Where /proc/1/ns/net cannot be read (sandboxes deny it even to root), the
@@ -422,6 +422,32 @@ final class NetlinkScaleTests: KernelTestCase {
             t.add(NftChain(name: "svc-\(c)", rules: rules))
         }
         return NftRuleset(tables: [t])
+    }
+
+    /// 24,000 rules in one batch (encoded in parallel runs): the one the kernel refuses, deep in
+    /// a later run, is traced back to its change, and nothing is applied.
+    func testARefusalInALaterEncodingRunNamesItsChange() throws {
+        let id = NftTableID(.ip, "kuberules")
+        var changes: [NftChange] = [.addTable(id, comment: nil), .addChain(id, NftChain(name: "c")),
+                                    .addChain(id, .base("nat-prerouting", type: .nat, hook: .prerouting, priority: -100))]
+        for i in 0..<24_000 {
+            changes.append(.addRule(id, chain: "c", NftRule(.counter, comment: "rule \(i)")))
+        }
+        let bad = changes.count - 1_000
+        changes[bad] = .addRule(id, chain: "c", NftRule(.counter, .jump("nat-prerouting")))   // a jump to a base chain
+        XCTAssertGreaterThanOrEqual(changes.count, NftNetlink.parallelEncodingThreshold)
+        XCTAssertThrowsError(try kernel.commit(changes, generation: try kernel.generation())) { e in
+            guard case NftKernelError.batchRefused(let errs) = e else { return XCTFail("unexpected \(e)") }
+            XCTAssertEqual(errs.map(\.changeIndex), [bad], "\(errs)")
+            XCTAssertEqual(errs.first?.errno, EOPNOTSUPP)
+        }
+        XCTAssertEqual(try listRuleset(), "")
+        // Without the bad rule the same batch is accepted and acknowledged.
+        changes[bad] = .addRule(id, chain: "c", NftRule(.counter))
+        let stats = try kernel.commit(changes, generation: try kernel.generation())
+        XCTAssertEqual(stats.messages, changes.count + 2)
+        let rules = try command(["sh", "-c", "nft list chain ip kuberules c | grep -c counter"]).out
+        XCTAssertEqual(rules.trimmingCharacters(in: .whitespacesAndNewlines), "24000")
     }
 
     func testTenThousandElementsAndTwoThousandChainsInOneBatch() throws {
