@@ -379,7 +379,7 @@ public enum NftBackend {
         }
         guard sharded else {
             for c in serviceChains { t.add(c) }
-            return ([t], prints)
+            return ([sized(t)], prints)
         }
 
         // Shards: the dispatch maps' elements split by the shard of the service port they
@@ -409,7 +409,28 @@ public enum NftBackend {
             for c in shardChains[k] { s.add(c) }
             tables.append(s)
         }
-        return (tables, prints)
+        return (tables.map(sized), prints)
+    }
+
+    /// The `size` of a large hash set: twice the power of two at or above its element count, for
+    /// sets of at least 4,096 elements (none below, nor for interval or dynamic sets). Without a
+    /// size the kernel starts a resizable hash table small and grows it while a full apply
+    /// inserts 100,000 elements (a sixth of that batch at 10,000 services); with one it sizes
+    /// the table once. The size is also a limit, so it always leaves room for as many again; it
+    /// changes only when the count crosses a power of two, and then the set is recreated in the
+    /// same atomic batch.
+    static func sizeHint(_ set: NftSet) -> UInt32? {
+        let n = set.elements.count
+        guard n >= 4096, !set.flags.contains(.interval), !set.flags.contains(.dynamic) else { return set.size }
+        var p = 4096
+        while p < n { p <<= 1 }
+        return UInt32(p * 2)
+    }
+
+    static func sized(_ t: NftTable) -> NftTable {
+        var t = t
+        for i in t.sets.indices { t.sets[i].size = sizeHint(t.sets[i]) }
+        return t
     }
 
     /// What one service port contributes to the table.

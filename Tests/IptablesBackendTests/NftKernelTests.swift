@@ -82,6 +82,72 @@ final class NftApplyCLITests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: tmp.path + "/after-cleanup.txt", encoding: .utf8), foreign)
     }
 
+    /// A set of at least 4,096 elements gets a `size` (the kernel then sizes its hash table once):
+    /// the same through netlink and through `nft -f` of the rendered text; going from 9,000 to
+    /// 5,000 endpoints (size 32768 to 16384) recreates the sets in one batch; a second apply is
+    /// a no-op.
+    func testLargeSetsAreSizedAlikeByApplyAndNft() throws {
+        let unshare = try requireNamespaces()
+        let bin = TestSupport.binary.path
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftsize-\(getpid())")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        func cluster(_ n: Int) -> String {
+            let endpoints = (0..<n).map { "- {addresses: [10.1.\($0 / 250).\($0 % 250 + 1)], conditions: {ready: true}}" }
+            return """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: big, namespace: shop}
+            spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: big-1, namespace: shop, labels: {kubernetes.io/service-name: big}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints:
+            \(endpoints.joined(separator: "\n"))
+
+            """
+        }
+        try Data(cluster(5000).utf8).write(to: tmp.appendingPathComponent("c.yaml"))
+        try Data(cluster(9000).utf8).write(to: tmp.appendingPathComponent("d.yaml"))
+        let args = "--backend nftables --ip-family ipv4 --node-name n1 --state-dir ''"
+        let r = try sh(unshare, """
+            set -e
+            \(bin) render \(args) \(tmp.path)/c.yaml > \(tmp.path)/c.nft
+            \(bin) apply \(args) \(tmp.path)/c.yaml > /dev/null
+            nft list ruleset > \(tmp.path)/applied
+            nft flush ruleset
+            nft -f \(tmp.path)/c.nft
+            nft list ruleset > \(tmp.path)/loaded
+            nft flush ruleset
+            \(bin) apply \(args) \(tmp.path)/d.yaml > /dev/null
+            nft list ruleset > \(tmp.path)/bigger
+            \(bin) apply \(args) \(tmp.path)/c.yaml > /dev/null
+            nft list ruleset > \(tmp.path)/shrunk
+            \(bin) apply \(args) \(tmp.path)/c.yaml
+            \(bin) diff \(args) \(tmp.path)/c.yaml
+            """)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 2, r.stdout)
+        XCTAssertTrue(lines.first?.contains("; 0 messages,") ?? false, r.stdout)
+        XCTAssertEqual(lines.last, "no differences")
+        func read(_ name: String) throws -> String { try String(contentsOfFile: tmp.path + "/" + name, encoding: .utf8) }
+        func count(_ text: String, _ s: String) -> Int { text.components(separatedBy: s).count - 1 }
+        let applied = try read("applied")
+        XCTAssertEqual(applied, try read("loaded"))
+        // 5,000 endpoints: the hairpin set and the endpoint map get size 16384 (twice the power of
+        // two above); 9,000: 32768. Shrinking recreated both (the kernel lists them last then).
+        XCTAssertEqual(count(try read("c.nft"), "size 16384"), 2)
+        XCTAssertEqual(count(applied, "size 16384"), 2)
+        XCTAssertEqual(count(try read("bigger"), "size 32768"), 2)
+        let shrunk = try read("shrunk")
+        XCTAssertEqual(count(shrunk, "size 16384"), 2)
+        XCTAssertEqual(count(shrunk, "size 32768"), 0)
+    }
+
     /// One endpoint replaced by another: the service chain's rule (`numgen random mod 3 offset F
     /// map @endpoints-HH`) stays, so apply swaps one endpoint-map element and one hairpin
     /// element — no rule, a handful of messages — and the result equals `nft -f` of the new rules.
