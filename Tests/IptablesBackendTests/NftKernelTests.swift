@@ -93,22 +93,7 @@ final class NftApplyCLITests: XCTestCase {
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
         func cluster(_ n: Int) -> String {
-            let endpoints = (0..<n).map { "- {addresses: [10.1.\($0 / 250).\($0 % 250 + 1)], conditions: {ready: true}}" }
-            return """
-            apiVersion: v1
-            kind: Service
-            metadata: {name: big, namespace: shop}
-            spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}
-            ---
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: big-1, namespace: shop, labels: {kubernetes.io/service-name: big}}
-            addressType: IPv4
-            ports: [{name: http, port: 8080, protocol: TCP}]
-            endpoints:
-            \(endpoints.joined(separator: "\n"))
-
-            """
+            TestSupport.oneServiceCluster("big", clusterIP: "10.96.0.30", ips: (0..<n).map { "10.1.\($0 / 250).\($0 % 250 + 1)" })
         }
         try Data(cluster(5000).utf8).write(to: tmp.appendingPathComponent("c.yaml"))
         try Data(cluster(9000).utf8).write(to: tmp.appendingPathComponent("d.yaml"))
@@ -157,23 +142,7 @@ final class NftApplyCLITests: XCTestCase {
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftep-\(getpid())")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        func cluster(_ ips: [String]) -> String {
-            """
-            apiVersion: v1
-            kind: Service
-            metadata: {name: web, namespace: shop}
-            spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}
-            ---
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
-            addressType: IPv4
-            ports: [{name: http, port: 8080, protocol: TCP}]
-            endpoints:
-            \(ips.map { "- {addresses: [\($0)], conditions: {ready: true}}" }.joined(separator: "\n"))
-
-            """
-        }
+        func cluster(_ ips: [String]) -> String { TestSupport.oneServiceCluster("web", clusterIP: "10.96.0.20", ips: ips) }
         try Data(cluster(["10.0.1.1", "10.0.1.2", "10.0.1.3"]).utf8).write(to: tmp.appendingPathComponent("a.yaml"))
         try Data(cluster(["10.0.1.1", "10.0.1.2", "10.0.1.9"]).utf8).write(to: tmp.appendingPathComponent("b.yaml"))
         let args = "--backend nftables --ip-family ipv4 --node-name n1 --state-dir \(tmp.path)/state"

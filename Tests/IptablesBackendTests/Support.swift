@@ -49,6 +49,26 @@ enum TestSupport {
     }
 
     /// A fixture's CLI arguments: its `args` file, `--config proxy-config.yaml` if present, and its input.
+    /// A Service `shop/NAME` (TCP port 80 to 8080 on `clusterIP`) with one EndpointSlice of
+    /// ready endpoints at `ips`, as YAML.
+    static func oneServiceCluster(_ name: String, clusterIP: String, ips: [String]) -> String {
+        """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: \(name), namespace: shop}
+        spec: {clusterIP: \(clusterIP), ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: \(name)-1, namespace: shop, labels: {kubernetes.io/service-name: \(name)}}
+        addressType: IPv4
+        ports: [{name: http, port: 8080, protocol: TCP}]
+        endpoints:
+        \(ips.map { "- {addresses: [\($0)], conditions: {ready: true}}" }.joined(separator: "\n"))
+
+        """
+    }
+
     static func fixtureArgs(_ dir: URL) -> [String] {
         var args = (try? String(contentsOf: dir.appendingPathComponent("args"), encoding: .utf8))?
             .split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init) ?? []
