@@ -208,26 +208,30 @@ public enum NftBackend {
                 guard used else { continue }
                 var rules = chain == internalChain ? internalMasq : []
                 for ep in eps { pc.hairpin.append(ep.ip) }
+                // Endpoint choice without affinity: a random slot of this chain's range in its
+                // bucket's endpoint map, which holds the endpoint address and port (see
+                // `endpointSlots`).
+                let first = target == .cluster ? slots[i].cluster : slots[i].local
+                let uniform = NftRule(.dnatFromMap([.numgenRandom(mod: UInt32(eps.count), offset: first)],
+                                                   map: endpointMapName(slots[i].bucket), family: family, withPort: true, l4proto: p),
+                                      comment: affinity == nil ? nil : "affinity map full")
+                for (k, ep) in eps.enumerated() {
+                    pc.endpointSlots.append(.mapping([.integer(first + UInt32(k))], to: [value(ep.ip), .port(UInt16(ep.port))]))
+                }
                 if let affinity {
                     // ClientIP affinity: a known client is sent straight to the endpoint its map
                     // entry names; a new one is spread over the endpoints by a cascade whose
                     // rules record the client and DNAT in one rule each (no per-endpoint chain).
+                    // A failed record (the map is full: 65,535 clients) ends its rule before the
+                    // DNAT, so the last rule picks an endpoint without recording the client.
                     rules.append(NftRule(.dnatFromMap([saddr], map: affinity, family: family, withPort: true, l4proto: p),
                                          comment: "known client"))
                     rules += cascade(eps.map { ep in [
                         .dynset(.update, set: affinity, key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))]),
                         .dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p),
                     ] })
-                } else {
-                    // One rule: a random slot of this chain's range in its bucket's endpoint
-                    // map, which holds the endpoint address and port (see `endpointSlots`).
-                    let first = target == .cluster ? slots[i].cluster : slots[i].local
-                    rules.append(NftRule(.dnatFromMap([.numgenRandom(mod: UInt32(eps.count), offset: first)],
-                                                      map: endpointMapName(slots[i].bucket), family: family, withPort: true, l4proto: p)))
-                    for (k, ep) in eps.enumerated() {
-                        pc.endpointSlots.append(.mapping([.integer(first + UInt32(k))], to: [value(ep.ip), .port(UInt16(ep.port))]))
-                    }
                 }
+                rules.append(uniform)
                 pc.serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
             if let timeout = svc.affinityTimeout, let affinity, !svc.reachableEndpoints.isEmpty {
@@ -461,7 +465,8 @@ public enum NftBackend {
 
     /// Where a service port's endpoints live: its bucket (from the third and fourth characters of
     /// its name hash; the first two pick its shard) and, for the cluster and local policy chains
-    /// that choose among endpoints without affinity, the first of the chain's consecutive slots
+    /// that choose among endpoints (with ClientIP affinity too: their last rule, reached only
+    /// when the client cannot be recorded), the first of the chain's consecutive slots
     /// in the bucket's map. The chain's rule is then `dnat to numgen random mod N offset FIRST map
     /// @endpoints-HH`, and an endpoint change is an element change: no rule, no validation of the
     /// table's chain graph.
@@ -487,7 +492,6 @@ public enum NftBackend {
             var v = 0
             for c in sfx.utf8.dropFirst(2).prefix(2) { v = v * 32 + Int(c >= 97 ? c - 97 : c >= 65 ? c - 65 : c - 50 + 26) }
             out[i].bucket = v % buckets
-            guard svc.affinityTimeout == nil else { continue }
             let scope = shard(ofSuffix: sfx, shards) * buckets + out[i].bucket
             if svc.usesClusterPolicy {
                 let name = "service-" + sfx

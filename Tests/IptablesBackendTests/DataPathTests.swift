@@ -58,6 +58,12 @@ final class DataPathTests: XCTestCase {
             only("pod-unknownport", ["ConnectionRefusedError": 2], "an unknown port of a ClusterIP is refused")
         }
         XCTAssertEqual(f["pod-affinity"]?.count, 1, "\(mode): ClientIP affinity must stick to one endpoint: \(f["pod-affinity"] ?? [:])")
+        if mode.hasPrefix("nftables") {
+            // The affinity map full (65,535 clients): a new client is not recorded but still DNATed.
+            let full = f["client-affinity-full"] ?? [:]
+            XCTAssertEqual(full.values.reduce(0, +), 6, "\(mode): \(full)")
+            XCTAssertTrue(full.keys.allSatisfy { $0.hasPrefix("pod") }, "\(mode): a client the full affinity map cannot record must still reach an endpoint: \(full)")
+        }
         only("pod-after-change", ["pod2@10.244.0.2": 12], "after the endpoint change only the new endpoint set answers")
         XCTAssertEqual(f["LEFT"], ["0": 1], "\(mode): cleanup must leave none of our rules")
         XCTAssertFalse(f["after-cleanup"]?.keys.contains { $0.hasPrefix("pod") } ?? true, "\(mode): the ClusterIP still answers after cleanup")

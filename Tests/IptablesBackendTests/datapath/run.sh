@@ -76,6 +76,16 @@ flow client-lb-blocked     $C  tcp 198.51.100.20 80 2 192.168.50.101
 flow pod-noendpoints       $P1 tcp 10.96.0.11 80 3
 flow pod-unknownport       $P1 tcp 10.96.0.10 81 2
 flow pod-affinity          $P1 tcp 10.96.0.13 80 12
+if [ "$MODE" != ipt ]; then
+  # Fill the affinity map of 10.96.0.13 up to the kernel's limit (65,535 clients; one is there
+  # already): a new client can no longer be recorded and must still reach an endpoint.
+  ip netns exec $N nft list maps | awk '/^table/ {t = $2 " " $3} /map affinity-/ {print t, $2}' |
+  while read -r fam tab map; do
+    python3 -c "import sys; print('add element $fam $tab $map { ' + ', '.join('100.%d.%d.%d : 10.244.0.2 . 8080' % (64 + i // 65536, i // 256 % 256, i % 256) for i in range(65534)) + ' }')" > "$STATE/fill.nft"
+    ip netns exec $N nft -f "$STATE/fill.nft" || exit 3
+  done
+  flow client-affinity-full $C tcp 10.96.0.13 80 6
+fi
 apply "$DIR/slices-changed.yaml"
 flow pod-after-change      $P1 tcp 10.96.0.10 80 12
 if [ "$MODE" != ipt ]; then
