@@ -264,7 +264,7 @@ public final class NftApplier {
                 if let i = desiredChains[c.name], !t.chains[i].sameDefinition(as: c) { definitionsKept = false }
             }
             for s in part.sets {
-                if let d = t.sets.first(where: { $0.name == s.name }), !d.sameDefinition(as: s) { definitionsKept = false }
+                if let d = t.sets.first(where: { $0.name == s.name }), !d.sameDefinition(as: s), !s.canStand(for: d) { definitionsKept = false }
             }
             if definitionsKept {
                 state.equalChains[t.id] = unchanged

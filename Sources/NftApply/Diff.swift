@@ -125,6 +125,9 @@ public enum NftDiff {
         }
         for s in t.sets {
             try checkComment(s.comment, "\(t.id) set \(s.name)")
+            if let size = s.size, s.elements.count > Int(size) {
+                throw NftDiffError.invalid("\(t.id) set \(s.name): \(s.elements.count) elements, more than its size \(size)")
+            }
             let n = s.key.fieldTypes.count
             for e in s.elements {
                 try checkComment(e.comment, "\(t.id) set \(s.name) element")
@@ -176,7 +179,7 @@ public enum NftDiff {
         // Sets whose definition changed are recreated; chains whose definition changed too.
         let recreatedSets = Set(wantSets.compactMap { s -> String? in
             guard let h = haveSets[s.name] else { return nil }
-            return h.sameDefinition(as: s) ? nil : s.name
+            return h.sameDefinition(as: s) || h.canStand(for: s) ? nil : s.name
         })
         let recreatedChains = Set(wantChains.compactMap { c -> String? in
             guard let h = haveChains[c.name] else { return nil }
@@ -432,6 +435,9 @@ public enum NftDiff {
         case .values(let d)?: line += " : " + d.fieldTypes.map { $0.nftName }.joined(separator: " . ")
         case nil: break
         }
+        if let size = s.size { line += "; size \(size)" }
+        if !s.flags.isEmpty { line += "; flags " + s.flags.text }
+        if let t = s.timeoutMs { line += "; timeout \(t)ms" }
         return line + "; }"
     }
 

@@ -152,7 +152,8 @@ public protocol NftKernel: AnyObject {
     func commit(_ changes: [NftChange], generation: UInt32) throws -> NftCommitStats
 
     /// `commit`, running `during` on another core while the kernel works through the batch
-    /// (not at all if the batch cannot be sent). The default runs it after the commit.
+    /// (not at all if the batch cannot be encoded). The default runs it after a successful
+    /// commit. Either way `during` has finished when this returns or throws.
     func commit(_ changes: [NftChange], generation: UInt32, during: () -> Void) throws -> NftCommitStats
 }
 

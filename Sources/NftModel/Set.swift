@@ -9,6 +9,9 @@ public struct NftSetFlags: OptionSet, Sendable, Hashable {
     /// `dynamic` (NFT_SET_EVAL): the set may be updated from the packet path.
     public static let dynamic = NftSetFlags(rawValue: 0x20)
 
+    /// `interval,timeout`, as nft writes them after `flags`.
+    public var text: String { words.joined(separator: ",") }
+
     var words: [String] {
         var w: [String] = []
         if contains(.constant) { w.append("constant") }
@@ -141,6 +144,18 @@ public struct NftSet: Sendable, Hashable {
     public func sameDefinition(as other: NftSet) -> Bool {
         name == other.name && key == other.key && data == other.data && flags == other.flags
             && timeoutMs == other.timeoutMs && size == other.size && comment == other.comment
+    }
+
+    /// Whether this set, as the kernel holds it, can stand for `wanted` although their `size`
+    /// differs: both are sized, neither is dynamic, all else is equal, and it has room for
+    /// every element of `wanted` without being more than 4× its size. A set whose element count
+    /// moves back and forth across a power of two is then not recreated each time.
+    public func canStand(for wanted: NftSet) -> Bool {
+        guard let have = size, let want = wanted.size, have != want, !flags.contains(.dynamic) else { return false }
+        var same = self
+        same.size = want
+        return same.sameDefinition(as: wanted) && UInt64(wanted.elements.count) < UInt64(have)
+            && UInt64(have) <= 4 * UInt64(want)
     }
 
     /// Whether the set is a single-field interval set (kernel stores start/end elements).

@@ -83,54 +83,62 @@ final class NftApplyCLITests: XCTestCase {
     }
 
     /// A set of at least 4,096 elements gets a `size` (the kernel then sizes its hash table once):
-    /// the same through netlink and through `nft -f` of the rendered text; going from 9,000 to
-    /// 5,000 endpoints (size 32768 to 16384) recreates the sets in one batch; a second apply is
-    /// a no-op.
+    /// the same through netlink and through `nft -f` of the rendered text. The kernel's set is
+    /// kept while it has room and is at most 4× the wanted size (9,000 → 5,000 endpoints keeps
+    /// 32768; back to 9,000 keeps it too), and recreated in the batch otherwise (5,000 in a
+    /// fresh 16384 set, then 17,000: 65536). Every second apply is a no-op.
     func testLargeSetsAreSizedAlikeByApplyAndNft() throws {
         let unshare = try requireNamespaces()
         let bin = TestSupport.binary.path
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftsize-\(getpid())")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        func cluster(_ n: Int) -> String {
-            TestSupport.oneServiceCluster("big", clusterIP: "10.96.0.30", ips: (0..<n).map { "10.1.\($0 / 250).\($0 % 250 + 1)" })
+        for n in [5000, 9000, 17000] {
+            let ips = (0..<n).map { "10.1.\($0 / 250).\($0 % 250 + 1)" }
+            try Data(TestSupport.oneServiceCluster("big", clusterIP: "10.96.0.30", ips: ips).utf8).write(to: tmp.appendingPathComponent("c\(n).yaml"))
         }
-        try Data(cluster(5000).utf8).write(to: tmp.appendingPathComponent("c.yaml"))
-        try Data(cluster(9000).utf8).write(to: tmp.appendingPathComponent("d.yaml"))
         let args = "--backend nftables --ip-family ipv4 --node-name n1 --state-dir ''"
+        func step(_ n: Int, _ name: String) -> String {
+            """
+            \(bin) apply \(args) \(tmp.path)/c\(n).yaml > /dev/null
+            \(bin) apply \(args) \(tmp.path)/c\(n).yaml >> \(tmp.path)/again
+            \(bin) diff \(args) \(tmp.path)/c\(n).yaml >> \(tmp.path)/again
+            nft list ruleset > \(tmp.path)/\(name)
+            """
+        }
         let r = try sh(unshare, """
             set -e
-            \(bin) render \(args) \(tmp.path)/c.yaml > \(tmp.path)/c.nft
-            \(bin) apply \(args) \(tmp.path)/c.yaml > /dev/null
-            nft list ruleset > \(tmp.path)/applied
-            nft flush ruleset
+            \(bin) render \(args) \(tmp.path)/c5000.yaml > \(tmp.path)/c.nft
             nft -f \(tmp.path)/c.nft
             nft list ruleset > \(tmp.path)/loaded
             nft flush ruleset
-            \(bin) apply \(args) \(tmp.path)/d.yaml > /dev/null
-            nft list ruleset > \(tmp.path)/bigger
-            \(bin) apply \(args) \(tmp.path)/c.yaml > /dev/null
-            nft list ruleset > \(tmp.path)/shrunk
-            \(bin) apply \(args) \(tmp.path)/c.yaml
-            \(bin) diff \(args) \(tmp.path)/c.yaml
+            \(step(5000, "applied"))
+            nft flush ruleset
+            \(step(9000, "bigger"))
+            \(step(5000, "shrunk"))
+            \(step(9000, "regrown"))
+            nft flush ruleset
+            \(step(5000, "fresh"))
+            \(step(17000, "outgrown"))
             """)
         XCTAssertEqual(r.status, 0, r.stderr)
-        let lines = r.stdout.split(separator: "\n").map(String.init)
-        XCTAssertEqual(lines.count, 2, r.stdout)
-        XCTAssertTrue(lines.first?.contains("; 0 messages,") ?? false, r.stdout)
-        XCTAssertEqual(lines.last, "no differences")
         func read(_ name: String) throws -> String { try String(contentsOfFile: tmp.path + "/" + name, encoding: .utf8) }
-        func count(_ text: String, _ s: String) -> Int { text.components(separatedBy: s).count - 1 }
-        let applied = try read("applied")
-        XCTAssertEqual(applied, try read("loaded"))
-        // 5,000 endpoints: the hairpin set and the endpoint map get size 16384 (twice the power of
-        // two above); 9,000: 32768. Shrinking recreated both (the kernel lists them last then).
-        XCTAssertEqual(count(try read("c.nft"), "size 16384"), 2)
-        XCTAssertEqual(count(applied, "size 16384"), 2)
-        XCTAssertEqual(count(try read("bigger"), "size 32768"), 2)
-        let shrunk = try read("shrunk")
-        XCTAssertEqual(count(shrunk, "size 16384"), 2)
-        XCTAssertEqual(count(shrunk, "size 32768"), 0)
+        func sizes(_ name: String) throws -> [String] {
+            try read(name).split(separator: "\n").filter { $0.contains("size ") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        let again = try read("again").split(separator: "\n").map(String.init)
+        XCTAssertEqual(again.count, 12, again.joined(separator: "\n"))
+        for (i, line) in again.enumerated() {
+            XCTAssertTrue(i % 2 == 0 ? line.contains("; 0 messages,") : line == "no differences", line)
+        }
+        XCTAssertEqual(try read("applied"), try read("loaded"))
+        // The hairpin set and the endpoint map, each with as many elements as endpoints.
+        XCTAssertEqual(try sizes("applied"), ["size 16384", "size 16384"])
+        XCTAssertEqual(try sizes("bigger"), ["size 32768", "size 32768"])
+        XCTAssertEqual(try sizes("shrunk"), ["size 32768", "size 32768"], "room and at most 4×: kept")
+        XCTAssertEqual(try sizes("regrown"), ["size 32768", "size 32768"])
+        XCTAssertEqual(try sizes("fresh"), ["size 16384", "size 16384"])
+        XCTAssertEqual(try sizes("outgrown"), ["size 65536", "size 65536"], "no room: recreated")
     }
 
     /// One endpoint replaced by another: the service chain's rule (`numgen random mod 3 offset F

@@ -108,4 +108,33 @@ final class EndpointMapTests: XCTestCase {
         XCTAssertEqual(NftBackend.slotHash("service-AAAAAAAA-x"), NftBackend.slotHash("service-AAAAAAAA-x"), "stable")
         XCTAssertLessThan(NftBackend.slotHash("service-AAAAAAAA-x"), 1 << 24)
     }
+
+    func testLargeSetsAreSizedAndAKeptSizeStandsWhileItHasRoom() throws {
+        func set(_ n: Int, size: UInt32? = nil, flags: NftSetFlags = []) -> NftSet {
+            var s = NftSet.set("s", .types([.ipv4Addr]), flags: flags, elements: (0..<n).map { .element(NftBackend.value(IPAddress(v4: 0x0a00_0000 + UInt32($0)))) })
+            s.size = size
+            return s
+        }
+        XCTAssertNil(NftBackend.sizeHint(set(4095)))
+        XCTAssertEqual(NftBackend.sizeHint(set(4096)), 8192)
+        XCTAssertEqual(NftBackend.sizeHint(set(4097)), 16384)
+        XCTAssertEqual(NftBackend.sizeHint(set(100_000)), 262_144)
+        XCTAssertNil(NftBackend.sizeHint(set(5000, flags: .interval)), "interval sets keep their backend")
+        XCTAssertEqual(NftBackend.sizeHint(set(5000, size: 65535, flags: [.dynamic, .timeout])), 65535, "dynamic sets keep theirs")
+        // A kernel set of 32768 stands for a wanted 16384 or 8192 (room, ≤ 4×); one of 65536 not
+        // for 8192 (> 4×); one of 16384 not for 20,000 elements (no room).
+        XCTAssertTrue(set(0, size: 32768).canStand(for: set(5000, size: 16384)))
+        XCTAssertTrue(set(0, size: 32768).canStand(for: set(3000, size: 8192)), "4× exactly")
+        XCTAssertFalse(set(0, size: 65536).canStand(for: set(3000, size: 8192)))
+        XCTAssertFalse(set(0, size: 16384).canStand(for: set(20000, size: 65536)))
+        XCTAssertFalse(set(0, size: 16384).canStand(for: set(5000, size: 16384)), "equal sizes: sameDefinition decides")
+        var other = set(5000, size: 16384)
+        other.comment = "changed"
+        XCTAssertFalse(set(0, size: 32768).canStand(for: other), "only the size may differ")
+        // More elements than the size never reaches the kernel.
+        var t = NftTable(family: .ip, name: "kuberules")
+        t.add(set(5000, size: 4096))
+        XCTAssertThrowsError(try NftDiff.validate(t))
+    }
 }
+
