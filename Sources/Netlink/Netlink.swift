@@ -408,7 +408,7 @@ struct BatchBuffer {
     func free() { Glibc.free(base) }
 
     /// Makes room for a message of up to `bytes` bytes and returns where to write it.
-    mutating func reserve(_ bytes: Int) -> UnsafeMutablePointer<CChar> {
+    mutating func reserve(_ bytes: Int, zeroed: Bool = true) -> UnsafeMutablePointer<CChar> {
         if used + bytes > capacity {
             var c = capacity * 2
             while used + bytes > c { c *= 2 }
@@ -417,7 +417,7 @@ struct BatchBuffer {
         }
         // Zeroed: not every libnftnl/libmnl path writes the attribute padding.
         let p = base + used
-        memset(p, 0, bytes)
+        if zeroed { memset(p, 0, bytes) }
         return p.assumingMemoryBound(to: CChar.self)
     }
 
@@ -429,7 +429,7 @@ struct BatchBuffer {
     /// Appends the messages of `other`, adding `seqOffset` to each one's sequence number.
     mutating func append(_ other: BatchBuffer, seqOffset: UInt32) {
         guard other.used > 0 else { return }
-        _ = reserve(other.used)
+        _ = reserve(other.used, zeroed: false)   // every byte is copied over
         memcpy(base + used, other.base, other.used)
         var off = 0
         while off < other.used {

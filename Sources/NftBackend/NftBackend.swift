@@ -41,9 +41,14 @@ public enum NftBackend {
     /// The shard of a service port, from the first two characters of its name hash (base32).
     static func shard(ofSuffix sfx: String, _ shards: Int) -> Int {
         guard shards > 1 else { return 0 }
+        return hashValue(sfx, at: 0) % shards
+    }
+
+    /// The base32 characters `at` and `at + 1` of a name hash as a number (0..<1024).
+    static func hashValue(_ sfx: String, at: Int) -> Int {
         var v = 0
-        for c in sfx.utf8.prefix(2) { v = v * 32 + Int(c >= 97 ? c - 97 : c >= 65 ? c - 65 : c - 50 + 26) }
-        return v % shards
+        for c in sfx.utf8.dropFirst(at).prefix(2) { v = v * 32 + Int(c >= 97 ? c - 97 : c >= 65 ? c - 65 : c - 50 + 26) }
+        return v
     }
 
 
@@ -420,9 +425,9 @@ public enum NftBackend {
     /// sets of at least 4,096 elements (none below, nor for interval or dynamic sets). Without a
     /// size the kernel starts a resizable hash table small and grows it while a full apply
     /// inserts 100,000 elements (a sixth of that batch at 10,000 services); with one it sizes
-    /// the table once. The size is also a limit, so it always leaves room for as many again; it
-    /// changes only when the count crosses a power of two, and then the set is recreated in the
-    /// same atomic batch.
+    /// the table once. The size is also a limit, so it always leaves room for as many again. It
+    /// changes when the count crosses a power of two; the kernel's set is kept while it still
+    /// has room (`NftSet.canStand`), else recreated in the same atomic batch.
     static func sizeHint(_ set: NftSet) -> UInt32? {
         let n = set.elements.count
         guard n >= 4096, !set.flags.contains(.interval), !set.flags.contains(.dynamic) else { return set.size }
@@ -489,9 +494,7 @@ public enum NftBackend {
         requests.reserveCapacity(plan.services.count * 3 / 2)
         for (i, svc) in plan.services.enumerated() {
             let sfx = suffixes[i]
-            var v = 0
-            for c in sfx.utf8.dropFirst(2).prefix(2) { v = v * 32 + Int(c >= 97 ? c - 97 : c >= 65 ? c - 65 : c - 50 + 26) }
-            out[i].bucket = v % buckets
+            out[i].bucket = hashValue(sfx, at: 2) % buckets
             let scope = shard(ofSuffix: sfx, shards) * buckets + out[i].bucket
             if svc.usesClusterPolicy {
                 let name = "service-" + sfx
