@@ -92,7 +92,7 @@ enum FastJSON {
         /// The fields and items of the open objects and lists, innermost last: each collection
         /// is built in one allocation of its exact size when it closes (growing an array per
         /// object reallocated it several times).
-        var fields: [KMap.Element] = []
+        var fields: [KMap.Field] = []
         var items: [KNode] = []
 
         /// Where this parser's input ends (a part of a list parsed on its own ends early).
@@ -134,7 +134,7 @@ enum FastJSON {
                     if depth == 0, key == "items", let transform = itemTransform {
                         if let list = transformedList(transform) {
                             transformedItems = list.items
-                            fields.append((key, KNode(.list([]), line: list.line)))
+                            fields.append(KMap.Field(key: key, value: KNode(.list([]), line: list.line)))
                         } else {
                             // Not cut into parts (or a cut was wrong): parsed whole, without trying the cuts again.
                             let saved = parts
@@ -142,11 +142,11 @@ enum FastJSON {
                             let v = value(depth: depth + 1)
                             parts = saved
                             guard let v else { return nil }
-                            fields.append((key, v))
+                            fields.append(KMap.Field(key: key, value: v))
                         }
                     } else {
                         guard let v = value(depth: depth + 1) else { return nil }
-                        fields.append((key, v))
+                        fields.append(KMap.Field(key: key, value: v))
                     }
                     skipSpace()
                     guard pos < end else { return nil }

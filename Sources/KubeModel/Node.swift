@@ -43,45 +43,51 @@ public struct KNode: Sendable, Equatable {
 /// fields (large label maps) get a name index once they pass `indexThreshold` fields.
 public struct KMap: Sendable, Equatable, Sequence {
     public typealias Element = (key: String, value: KNode)
-    public private(set) var entries: [Element] = []
+    /// A field. (A struct, not a tuple: an array of tuples is copied and destroyed through the
+    /// runtime's generic tuple witnesses, a tenth of loading 10,000 services.)
+    public struct Field: Sendable {
+        public var key: String
+        public var value: KNode
+    }
+    private var fields: [Field] = []
     private var index: [String: Int]?
     static let indexThreshold = 16
 
     public init() {}
-    public init(minimumCapacity: Int) { entries.reserveCapacity(minimumCapacity) }
+    public init(minimumCapacity: Int) { fields.reserveCapacity(minimumCapacity) }
     public init(_ pairs: [(String, KNode)]) {
         for (k, v) in pairs { set(k, v) }
     }
 
     /// The fields as given, in one allocation; nil when a key appears twice.
-    init?(uniqueFields: ArraySlice<Element>) {
-        entries = Array(uniqueFields)
-        if entries.count > Self.indexThreshold {
-            var ix = [String: Int](minimumCapacity: entries.count)
-            for (i, e) in entries.enumerated() {
+    init?(uniqueFields: ArraySlice<Field>) {
+        fields = Array(uniqueFields)
+        if fields.count > Self.indexThreshold {
+            var ix = [String: Int](minimumCapacity: fields.count)
+            for (i, e) in fields.enumerated() {
                 guard ix.updateValue(i, forKey: e.key) == nil else { return nil }
             }
             index = ix
         } else {
-            for i in entries.indices {
-                for j in entries.indices where j < i && entries[j].key == entries[i].key { return nil }
+            for i in fields.indices {
+                for j in fields.indices where j < i && fields[j].key == fields[i].key { return nil }
             }
         }
     }
 
-    public var count: Int { entries.count }
-    public var isEmpty: Bool { entries.isEmpty }
-    public var keys: [String] { entries.map(\.key) }
+    public var count: Int { fields.count }
+    public var isEmpty: Bool { fields.isEmpty }
+    public var keys: [String] { fields.map(\.key) }
 
     private func position(of key: String) -> Int? {
         if let index { return index[key] }
-        for i in entries.indices where entries[i].key == key { return i }
+        for i in fields.indices where fields[i].key == key { return i }
         return nil
     }
 
     public subscript(key: String) -> KNode? {
         guard let i = position(of: key) else { return nil }
-        return entries[i].value
+        return fields[i].value
     }
 
     /// Adds a field; false (and no change) when the key is already present.
@@ -94,28 +100,33 @@ public struct KMap: Sendable, Equatable, Sequence {
 
     /// Sets a field, replacing an earlier value of the same key in place.
     public mutating func set(_ key: String, _ value: KNode) {
-        if let i = position(of: key) { entries[i].value = value } else { append(key, value) }
+        if let i = position(of: key) { fields[i].value = value } else { append(key, value) }
     }
 
     private mutating func append(_ key: String, _ value: KNode) {
         if index != nil {
-            index![key] = entries.count
-        } else if entries.count == Self.indexThreshold {
-            var ix = [String: Int](minimumCapacity: entries.count * 2)
-            for (i, e) in entries.enumerated() { ix[e.key] = i }
-            ix[key] = entries.count
+            index![key] = fields.count
+        } else if fields.count == Self.indexThreshold {
+            var ix = [String: Int](minimumCapacity: fields.count * 2)
+            for (i, e) in fields.enumerated() { ix[e.key] = i }
+            ix[key] = fields.count
             index = ix
         }
-        entries.append((key, value))
+        fields.append(Field(key: key, value: value))
     }
 
-    public func makeIterator() -> IndexingIterator<[Element]> { entries.makeIterator() }
+    public struct Iterator: IteratorProtocol {
+        var base: IndexingIterator<[Field]>
+        public mutating func next() -> Element? { base.next().map { ($0.key, $0.value) } }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(base: fields.makeIterator()) }
 
     /// Equal when they hold the same keys with equal values, in any order (as for a dictionary).
     public static func == (a: KMap, b: KMap) -> Bool {
         guard a.count == b.count else { return false }
-        for (k, v) in a.entries {
-            guard let w = b[k], w == v else { return false }
+        for f in a.fields {
+            guard let w = b[f.key], w == f.value else { return false }
         }
         return true
     }

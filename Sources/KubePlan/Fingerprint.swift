@@ -64,7 +64,7 @@ public struct PlanHasher: Sendable {
 }
 
 extension PlannedEndpoint {
-    /// Every stored property (`hostPort` follows from `ip` and `port`).
+    /// Every stored property.
     public func feed(_ h: inout PlanHasher) {
         h.ip(ip); h.int(port); h.bool(isLocal); h.bool(ready); h.bool(serving); h.bool(terminating)
         h.strings(zoneHints); h.strings(nodeHints)

@@ -11,15 +11,77 @@ public struct PlannedEndpoint: Sendable, Hashable {
     public var terminating: Bool
     public var zoneHints: [String]
     public var nodeHints: [String]
-    /// `IP:PORT`, or `[IP]:PORT` for IPv6 (Go's net.JoinHostPort).
-    public let hostPort: String
 
     public init(ip: IPAddress, port: Int, isLocal: Bool, ready: Bool, serving: Bool, terminating: Bool,
                 zoneHints: [String] = [], nodeHints: [String] = []) {
         self.ip = ip; self.port = port; self.isLocal = isLocal; self.ready = ready; self.serving = serving
         self.terminating = terminating; self.zoneHints = zoneHints; self.nodeHints = nodeHints
-        hostPort = ip.family == .ipv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
     }
+
+    /// `IP:PORT`, or `[IP]:PORT` for IPv6 (Go's net.JoinHostPort).
+    public var hostPort: String { ip.family == .ipv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)" }
+
+    /// Endpoints in the order of their `hostPort` text (kube-proxy's order), those with the
+    /// same address and port merged into one: `keep(kept, next)` in input order. The key is
+    /// built without the text when every address is IPv4 (the text of 100,000 endpoints, and
+    /// a dictionary keyed by it, were most of planning 10,000 services).
+    static func sortedByHostPort(_ eps: [PlannedEndpoint],
+                                 keep: (PlannedEndpoint, PlannedEndpoint) -> PlannedEndpoint) -> [PlannedEndpoint] {
+        guard eps.count > 1 else { return eps }
+        if eps.allSatisfy({ $0.ip.family == .ipv4 }) {
+            return merged(eps, keys: eps.map { HostPortKey(v4: $0.ip.v4, port: $0.port) }, keep: keep)
+        }
+        return merged(eps, keys: eps.map(\.hostPort), keep: keep)
+    }
+
+    private static func merged<K: Comparable>(_ eps: [PlannedEndpoint], keys: [K],
+                                              keep: (PlannedEndpoint, PlannedEndpoint) -> PlannedEndpoint) -> [PlannedEndpoint] {
+        let order = eps.indices.sorted { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
+        var out = [PlannedEndpoint]()
+        out.reserveCapacity(eps.count)
+        for (n, i) in order.enumerated() {
+            if n > 0 && keys[order[n - 1]] == keys[i] { out[out.count - 1] = keep(out[out.count - 1], eps[i]) } else { out.append(eps[i]) }
+        }
+        return out
+    }
+}
+
+/// The text `a.b.c.d:port` as one big-endian integer per 8 bytes, so that comparing keys is
+/// comparing the texts byte by byte (at most 21 bytes; a shorter text is padded with zeros,
+/// which sort before every character, as a prefix sorts first).
+struct HostPortKey: Comparable {
+    var w0: UInt64 = 0, w1: UInt64 = 0, w2: UInt64 = 0
+    private var n = 0
+
+    init(v4: UInt32, port: Int) {
+        for k in 0..<4 {
+            if k > 0 { put(UInt8(ascii: ".")) }
+            decimal(Int(v4 >> (24 - 8 * UInt32(k)) & 0xff))
+        }
+        put(UInt8(ascii: ":"))
+        decimal(port)
+    }
+
+    private mutating func put(_ b: UInt8) {
+        let shift = UInt64(56 - 8 * (n % 8))
+        switch n / 8 {
+        case 0: w0 |= UInt64(b) << shift
+        case 1: w1 |= UInt64(b) << shift
+        case 2: w2 |= UInt64(b) << shift
+        default: preconditionFailure("host:port key longer than 24 bytes")
+        }
+        n += 1
+    }
+
+    private mutating func decimal(_ v: Int) {
+        var div = 1
+        while div * 10 <= v { div *= 10 }
+        var v = v
+        while div > 0 { put(0x30 + UInt8(v / div)); v %= div; div /= 10 }
+    }
+
+    static func < (a: HostPortKey, b: HostPortKey) -> Bool { (a.w0, a.w1, a.w2) < (b.w0, b.w1, b.w2) }
+    static func == (a: HostPortKey, b: HostPortKey) -> Bool { (a.w0, a.w1, a.w2) == (b.w0, b.w1, b.w2) }
 }
 
 /// What happens to traffic that has no usable endpoint.
@@ -196,20 +258,18 @@ public enum Planner {
 
     /// All endpoints of one service port, deduplicated by IP:PORT (a ready copy wins), sorted by IP:PORT.
     static func endpoints(for sp: ServicePort, slices: [EndpointSlice], nodeName: String) -> [PlannedEndpoint] {
-        var byKey = [String: PlannedEndpoint]()
+        var found = [PlannedEndpoint]()
         for slice in slices {
             for p in slice.ports where p.name == sp.name && p.proto == sp.proto {
                 guard let port = p.port else { continue }
                 for e in slice.endpoints {
-                    let pe = PlannedEndpoint(ip: e.address, port: port, isLocal: !nodeName.isEmpty && e.nodeName == nodeName,
-                                             ready: e.ready, serving: e.serving, terminating: e.terminating,
-                                             zoneHints: e.zoneHints, nodeHints: e.nodeHints)
-                    if let existing = byKey[pe.hostPort], existing.ready && !pe.ready { continue }
-                    byKey[pe.hostPort] = pe
+                    found.append(PlannedEndpoint(ip: e.address, port: port, isLocal: !nodeName.isEmpty && e.nodeName == nodeName,
+                                                 ready: e.ready, serving: e.serving, terminating: e.terminating,
+                                                 zoneHints: e.zoneHints, nodeHints: e.nodeHints))
                 }
             }
         }
-        return byKey.values.sorted { $0.hostPort < $1.hostPort }
+        return PlannedEndpoint.sortedByHostPort(found) { kept, next in kept.ready && !next.ready ? kept : next }
     }
 
     /// kube-proxy's CategorizeEndpoints: cluster, local and reachable sets, with topology and
@@ -263,10 +323,7 @@ public enum Planner {
         } else if !useTopology && !usedTerminating {
             plan.reachableEndpoints = cluster
         } else {
-            var merged = [String: PlannedEndpoint]()
-            for ep in cluster { merged[ep.hostPort] = ep }
-            for ep in local { merged[ep.hostPort] = ep }
-            plan.reachableEndpoints = merged.values.sorted { $0.hostPort < $1.hostPort }
+            plan.reachableEndpoints = PlannedEndpoint.sortedByHostPort(cluster + local) { _, next in next }
         }
     }
 

@@ -208,7 +208,7 @@ enum Decode {
         func u32(_ a: Int) -> UInt32 { nftnl_expr_get_u32(x, A(a)) }
         func reg(_ a: Int) -> NftRegister { NftRegister(rawValue: u32(a)) }
         func optReg(_ a: Int) -> NftRegister? { has(a) ? reg(a) : nil }
-        func bytes(_ a: Int) -> [UInt8] { data(x, A(a), nftnl_expr_get) ?? [] }
+        func bytes(_ a: Int) -> NftBytes { NftBytes(data(x, A(a), nftnl_expr_get) ?? []) }
         switch name {
         case "payload":
             guard has(NFTNL_EXPR_PAYLOAD_DREG), let base = NftPayloadBase(rawValue: u32(NFTNL_EXPR_PAYLOAD_BASE)) else { break }

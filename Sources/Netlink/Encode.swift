@@ -144,7 +144,7 @@ enum Encode {
     }
 
     static func keyBytes(_ values: [NftValue], concat: Bool) -> [UInt8] {
-        concat ? values.flatMap { $0.paddedBytes } : (values.first?.bytes ?? [])
+        concat ? values.flatMap { $0.paddedBytes } : (values.first?.bytes.array ?? [])
     }
 
     /// Element messages for one set, split so each message's element list stays under 64 KiB.
@@ -172,7 +172,7 @@ enum Encode {
                 // The kernel's rbtree stores a range as a start element and an end element
                 // (exclusive end, flagged NFT_SET_ELEM_INTERVAL_END).
                 nftnl_set_elem_add(o, element(e, key: key, keyEnd: nil, s, dataConcat, delete: delete))
-                if let end = e.key.end?.first, let next = increment(end.bytes) {
+                if let end = e.key.end?.first, let next = increment(end.bytes.array) {
                     let se = nftnl_set_elem_alloc()!
                     next.withUnsafeBytes { _ = nftnl_set_elem_set(se, A(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
                     nftnl_set_elem_set_u32(se, A(NFTNL_SET_ELEM_FLAGS), 1)
@@ -250,7 +250,7 @@ enum Encode {
         let x = nftnl_expr_alloc(e.kernelName)!
         func u32(_ a: Int, _ v: UInt32) { nftnl_expr_set_u32(x, A(a), v) }
         func reg(_ a: Int, _ r: NftRegister) { nftnl_expr_set_u32(x, A(a), r.rawValue) }
-        func data(_ a: Int, _ d: [UInt8]) { d.withUnsafeBytes { _ = nftnl_expr_set(x, A(a), $0.baseAddress, UInt32($0.count)) } }
+        func data(_ a: Int, _ d: NftBytes) { d.withUnsafeBytes { _ = nftnl_expr_set(x, A(a), $0.baseAddress, UInt32($0.count)) } }
         switch e {
         case .payload(let base, let off, let len, let dreg):
             reg(NFTNL_EXPR_PAYLOAD_DREG, dreg)

@@ -56,6 +56,10 @@ public struct NftDigest: Sendable {
         b.withUnsafeBytes { raw($0) }
     }
 
+    mutating func bytes(_ b: NftBytes) {
+        b.withUnsafeBytes { raw($0) }
+    }
+
     mutating func string(_ s: String) {
         var s = s
         s.withUTF8 { raw(UnsafeRawBufferPointer($0)) }

@@ -114,7 +114,7 @@ public enum NftBackend {
             ifLocal = .match(.iifname, .eq, .ifname(i)); ifNotLocal = .match(.iifname, .neq, .ifname(i))
         case .interfaceNamePrefix(let p):
             // `iifname "p*"`: nft compares only the prefix bytes.
-            let bytes = Array(p.utf8)
+            let bytes = NftBytes(p.utf8)
             ifLocal = .raw([.meta(key: .iifname, dreg: .r1), .cmp(op: .eq, sreg: .r1, data: bytes)])
             ifNotLocal = .raw([.meta(key: .iifname, dreg: .r1), .cmp(op: .neq, sreg: .r1, data: bytes)])
         }

@@ -24,7 +24,7 @@ public struct NftStatement: Sendable, Hashable {
         e.append(field.load(into: .r1))
         switch field.dataType {
         case .ctState, .ctStatus:
-            let zero = [UInt8](repeating: 0, count: value.bytes.count)
+            let zero = NftBytes(zeros: value.bytes.count)
             e.append(.bitwise(sreg: .r1, dreg: .r1, mask: value.bytes, xor: zero))
             e.append(.cmp(op: op == .eq ? .neq : .eq, sreg: .r1, data: zero))
         default:
@@ -76,13 +76,13 @@ public struct NftStatement: Sendable, Hashable {
             precondition(n > 0, "a /0 prefix matches everything; leave the match out")
             return NftStatement([
                 .payload(base: loc.base, offset: loc.offset, len: UInt32(n), dreg: .r1),
-                .cmp(op: op, sreg: .r1, data: Array(prefix.start.bytes.prefix(n))),
+                .cmp(op: op, sreg: .r1, data: NftBytes(prefix.start.bytes.prefix(n))),
             ])
         }
         let mask = NftBits.prefixMask(bytes: full, len: len)
         return NftStatement([
             .payload(base: loc.base, offset: loc.offset, len: loc.len, dreg: .r1),
-            .bitwise(sreg: .r1, dreg: .r1, mask: mask, xor: [UInt8](repeating: 0, count: full)),
+            .bitwise(sreg: .r1, dreg: .r1, mask: NftBytes(mask), xor: NftBytes(zeros: full)),
             .cmp(op: op, sreg: .r1, data: prefix.start.bytes),
         ])
     }
@@ -91,8 +91,8 @@ public struct NftStatement: Sendable, Hashable {
     public static func matchBits(_ field: NftField, mask: UInt32, _ op: NftCmpOp, _ value: UInt32) -> NftStatement {
         NftStatement(dependency(of: [field]) + [
             field.load(into: .r1),
-            .bitwise(sreg: .r1, dreg: .r1, mask: NftValue.hostBytes(mask), xor: NftValue.hostBytes(0)),
-            .cmp(op: op, sreg: .r1, data: NftValue.hostBytes(value)),
+            .bitwise(sreg: .r1, dreg: .r1, mask: NftBytes(host: mask), xor: NftBytes(host: 0)),
+            .cmp(op: op, sreg: .r1, data: NftBytes(host: value)),
         ])
     }
 
@@ -200,10 +200,10 @@ public struct NftStatement: Sendable, Hashable {
 
     private static func markExprs(load: NftExpr, _ u: MarkUpdate) -> [NftExpr] {
         func bw(_ mask: UInt32, _ xor: UInt32) -> [NftExpr] {
-            [load, .bitwise(sreg: .r1, dreg: .r1, mask: NftValue.hostBytes(mask), xor: NftValue.hostBytes(xor))]
+            [load, .bitwise(sreg: .r1, dreg: .r1, mask: NftBytes(host: mask), xor: NftBytes(host: xor))]
         }
         switch u {
-        case .set(let v): return [.immediateData(dreg: .r1, data: NftValue.hostBytes(v))]
+        case .set(let v): return [.immediateData(dreg: .r1, data: NftBytes(host: v))]
         case .or(let v): return bw(~v, v)
         case .and(let v): return bw(v, 0)
         case .xor(let v): return bw(0xffff_ffff, v)

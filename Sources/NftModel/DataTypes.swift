@@ -212,15 +212,19 @@ public enum NftFibAddrType: UInt32, Sendable, Hashable, CaseIterable {
 /// field to 4 bytes.
 public struct NftValue: Sendable, Hashable, Comparable {
     public var type: NftDataType
-    public var bytes: [UInt8]
+    public var bytes: NftBytes
 
-    public init(type: NftDataType, bytes: [UInt8]) {
+    public init(type: NftDataType, bytes: NftBytes) {
         self.type = type
         self.bytes = bytes
     }
 
+    public init(type: NftDataType, bytes: [UInt8]) {
+        self.init(type: type, bytes: NftBytes(bytes))
+    }
+
     public static func < (a: NftValue, b: NftValue) -> Bool {
-        a.bytes.lexicographicallyPrecedes(b.bytes)
+        NftBytes.order(a.bytes, b.bytes) < 0
     }
 
     // MARK: constructors
@@ -248,25 +252,20 @@ public struct NftValue: Sendable, Hashable, Comparable {
     }
 
     public static func proto(_ p: NftL4Proto) -> NftValue {
-        NftValue(type: .inetProto, bytes: oneByte[Int(p.number)])
+        NftValue(type: .inetProto, bytes: [p.number])
     }
 
-    /// Shared storage for the values every rule repeats (a protocol, a small numgen key): one
-    /// array each instead of an allocation per rule (hundreds of thousands at 10,000 services).
-    private static let oneByte: [[UInt8]] = (0...255).map { [UInt8($0)] }
-    private static let smallIntegers: [[UInt8]] = (0..<256).map { hostBytes(UInt32($0)) }
-
     public static func port(_ p: UInt16) -> NftValue {
-        NftValue(type: .inetService, bytes: [UInt8(p >> 8), UInt8(p & 0xff)])
+        NftValue(type: .inetService, bytes: NftBytes(network: p))
     }
 
     public static func mark(_ m: UInt32) -> NftValue {
-        NftValue(type: .mark, bytes: hostBytes(m))
+        NftValue(type: .mark, bytes: NftBytes(host: m))
     }
 
     /// A host-endian 32-bit integer (e.g. a numgen result key).
     public static func integer(_ v: UInt32) -> NftValue {
-        NftValue(type: .integer(bytes: 4), bytes: v < 256 ? smallIntegers[Int(v)] : hostBytes(v))
+        NftValue(type: .integer(bytes: 4), bytes: NftBytes(host: v))
     }
 
     public static func ifname(_ name: String) -> NftValue {
@@ -279,9 +278,9 @@ public struct NftValue: Sendable, Hashable, Comparable {
         NftValue(type: .nfproto, bytes: [f == .ip6 ? 10 : 2])
     }
 
-    public static func ctState(_ s: NftCtState) -> NftValue { NftValue(type: .ctState, bytes: hostBytes(s.rawValue)) }
-    public static func ctStatus(_ s: NftCtStatus) -> NftValue { NftValue(type: .ctStatus, bytes: hostBytes(s.rawValue)) }
-    public static func fibAddrType(_ t: NftFibAddrType) -> NftValue { NftValue(type: .fibAddrType, bytes: hostBytes(t.rawValue)) }
+    public static func ctState(_ s: NftCtState) -> NftValue { NftValue(type: .ctState, bytes: NftBytes(host: s.rawValue)) }
+    public static func ctStatus(_ s: NftCtStatus) -> NftValue { NftValue(type: .ctStatus, bytes: NftBytes(host: s.rawValue)) }
+    public static func fibAddrType(_ t: NftFibAddrType) -> NftValue { NftValue(type: .fibAddrType, bytes: NftBytes(host: t.rawValue)) }
 
     /// Parses nft text for a value of the given type (addresses, protocol names/numbers,
     /// ports, marks, integers, interface names).
@@ -336,7 +335,7 @@ public struct NftValue: Sendable, Hashable, Comparable {
     /// The bytes padded to a whole number of 32-bit registers.
     public var paddedBytes: [UInt8] {
         let n = (bytes.count + 3) / 4 * 4
-        return bytes.count == n ? bytes : bytes + [UInt8](repeating: 0, count: n - bytes.count)
+        return bytes.array + [UInt8](repeating: 0, count: n - bytes.count)
     }
 
     /// nft text for this value.
@@ -429,7 +428,9 @@ public enum NftAddress {
 
 /// Text formatting of typed bytes, shared by render and human-readable diff.
 public enum NftFormat {
-    public static func value(_ bytes: [UInt8], type: NftDataType) -> String {
+    public static func value(_ bytes: [UInt8], type: NftDataType) -> String { value(NftBytes(bytes), type: type) }
+
+    public static func value(_ bytes: NftBytes, type: NftDataType) -> String {
         switch type {
         case .ipv4Addr: return NftAddress.formatIPv4(bytes)
         case .ipv6Addr: return NftAddress.formatIPv6(bytes)
@@ -504,7 +505,7 @@ public enum NftFormat {
         return out
     }
 
-    static func hexBytes(_ b: [UInt8]) -> String {
+    static func hexBytes(_ b: some Collection<UInt8>) -> String {
         b.isEmpty ? "" : "0x" + b.map { h2($0) }.joined()
     }
 }

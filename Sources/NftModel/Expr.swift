@@ -278,15 +278,15 @@ public enum NftExpr: Sendable, Hashable {
     /// `ct set <key> with sreg`
     case ctSet(key: NftCtKey, sreg: NftRegister)
     /// `cmp <op> sreg data`
-    case cmp(op: NftCmpOp, sreg: NftRegister, data: [UInt8])
+    case cmp(op: NftCmpOp, sreg: NftRegister, data: NftBytes)
     /// `bitwise dreg = (sreg & mask) ^ xor` over `mask.count` bytes.
-    case bitwise(sreg: NftRegister, dreg: NftRegister, mask: [UInt8], xor: [UInt8])
+    case bitwise(sreg: NftRegister, dreg: NftRegister, mask: NftBytes, xor: NftBytes)
     /// `byteorder dreg = op(sreg, size, len)`
     case byteorder(sreg: NftRegister, dreg: NftRegister, op: NftByteorderOp, len: UInt32, size: UInt32)
     /// `lookup sreg set <name> [dreg] [invert]`; dreg `.verdict` for verdict maps.
     case lookup(set: String, sreg: NftRegister, dreg: NftRegister?, invert: Bool)
     /// `immediate dreg data` (data register).
-    case immediateData(dreg: NftRegister, data: [UInt8])
+    case immediateData(dreg: NftRegister, data: NftBytes)
     /// `immediate reg 0 <verdict>`
     case verdict(NftVerdict)
     case nat(type: NftNatType, family: NftFamily, addrMin: NftRegister?, addrMax: NftRegister?,
@@ -343,7 +343,7 @@ public enum NftExpr: Sendable, Hashable {
 
     /// `nft --debug=netlink`-style text of the expression (for diagnostics and diff listings).
     public var debugText: String {
-        func regs(_ d: [UInt8]) -> String {
+        func regs(_ d: NftBytes) -> String {
             stride(from: 0, to: d.count, by: 4).map { i -> String in
                 let w = Array(d[i..<min(i + 4, d.count)])
                 return NftFormat.hex32(NftValue.hostUInt32(w))

@@ -90,20 +90,23 @@ public struct NftTextBytes {
     }
 
     /// Dotted quad of the four bytes from `start` (fewer when `b` is shorter).
-    public mutating func ipv4(_ b: [UInt8], from start: Int = 0) {
+    public mutating func ipv4<C: RandomAccessCollection<UInt8>>(_ b: C, from start: Int = 0) where C.Index == Int {
         for i in start..<min(start + 4, b.count) {
             if i > start { bytes.append(UInt8(ascii: ".")) }
-            let v = b[i]
-            if v >= 100 { bytes.append(0x30 + v / 100) }
-            if v >= 10 { bytes.append(0x30 + v / 10 % 10) }
-            bytes.append(0x30 + v % 10)
+            octet(b[i])
         }
+    }
+
+    @inline(__always) mutating func octet(_ v: UInt8) {
+        if v >= 100 { bytes.append(0x30 + v / 100) }
+        if v >= 10 { bytes.append(0x30 + v / 10 % 10) }
+        bytes.append(0x30 + v % 10)
     }
 
     /// RFC 5952 text (the longest run of two or more zero groups compressed, the first of equal
     /// runs), like inet_ntop; IPv4-mapped addresses as ::ffff:a.b.c.d.
-    public mutating func ipv6(_ b: [UInt8]) {
-        guard b.count >= 16 else { put(NftFormat.hexBytes(b)); return }
+    public mutating func ipv6<C: RandomAccessCollection<UInt8>>(_ b: C) where C.Index == Int {
+        guard b.count >= 16 else { put(NftFormat.hexBytes(Array(b))); return }
         func group(_ i: Int) -> UInt16 { UInt16(b[2 * i]) << 8 | UInt16(b[2 * i + 1]) }
         if (0..<5).allSatisfy({ group($0) == 0 }) && group(5) == 0xffff {
             put("::ffff:")
@@ -152,13 +155,15 @@ public struct NftTextBytes {
     }
 
     /// A value of `type`, as `NftFormat.value` writes it (the common types without a String).
-    public mutating func value(_ b: [UInt8], type: NftDataType) {
+    public mutating func value(_ b: NftBytes, type: NftDataType) {
         switch type {
-        case .ipv4Addr: ipv4(b)
+        case .ipv4Addr:
+            guard b.count == 4, let b0 = b.inlineByte(0), let b1 = b.inlineByte(1), let b2 = b.inlineByte(2), let b3 = b.inlineByte(3) else { ipv4(b); return }
+            octet(b0); byte(UInt8(ascii: ".")); octet(b1); byte(UInt8(ascii: ".")); octet(b2); byte(UInt8(ascii: ".")); octet(b3)
         case .ipv6Addr: ipv6(b)
         case .inetService: decimal(UInt16(b.first ?? 0) << 8 | UInt16(b.count > 1 ? b[1] : 0))
         case .inetProto: put(NftL4Proto(number: b.first ?? 0).name)
-        case .integer: decimal(NftValue.hostUInt32(b))
+        case .integer: decimal(b.hostUInt32)
         default: put(NftFormat.value(b, type: type))
         }
     }
@@ -373,8 +378,8 @@ enum Sym {
     case field(NftField)
     /// A payload load of the first `bytes` bytes of an address field (prefix match).
     case partial(NftField, bytes: Int)
-    case masked(NftField, mask: [UInt8], xor: [UInt8])
-    case data([UInt8])
+    case masked(NftField, mask: NftBytes, xor: NftBytes)
+    case data(NftBytes)
     /// The result of a data-map lookup: key text, map name, data field types; `part` is the
     /// index of the data field this register holds.
     case mapped(key: String, map: String, types: [NftDataType], part: Int)
@@ -604,7 +609,7 @@ struct Decompiler {
         }
     }
 
-    mutating func cmp(_ op: NftCmpOp, _ v: Sym, _ data: [UInt8]) throws {
+    mutating func cmp(_ op: NftCmpOp, _ v: Sym, _ data: NftBytes) throws {
         let opText = op == .eq ? "" : op.text + " "
         switch v {
         case .field(let f):
@@ -663,7 +668,7 @@ struct Decompiler {
         let addrType: NftDataType = fam == .ip6 ? .ipv6Addr : .ipv4Addr
         var extra = flags
         // Checked before anything is written.
-        enum Source { case address([UInt8], port: [UInt8]?), map(key: String, map: String) }
+        enum Source { case address(NftBytes, port: NftBytes?), map(key: String, map: String) }
         let source: Source
         switch try sym(amin) {
         case .data(let a):

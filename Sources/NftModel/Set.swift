@@ -197,11 +197,9 @@ public struct NftElementKey: Sendable, Hashable, Comparable {
             if p == q { continue }
             if case .integer(bytes: 4) = x[i].type, p.count == 4, q.count == 4 {
                 // Host-endian (a numgen slot): numeric order, as nft lists them.
-                let a = p.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-                let b = q.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-                return a < b ? -1 : 1
+                return p.hostUInt32 < q.hostUInt32 ? -1 : 1
             }
-            return p.lexicographicallyPrecedes(q) ? -1 : 1
+            return NftBytes.order(p, q)
         }
         return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
     }
@@ -281,7 +279,7 @@ public enum NftBits {
     }
 
     /// If `mask` is a contiguous prefix mask, its length.
-    public static func prefixLength(ofMask mask: [UInt8]) -> Int? {
+    public static func prefixLength(ofMask mask: some Sequence<UInt8>) -> Int? {
         var len = 0
         var ended = false
         for b in mask {
@@ -294,6 +292,10 @@ public enum NftBits {
     }
 
     /// If [start, end] is exactly a CIDR block, its prefix length.
+    public static func prefixLength(start: NftBytes, end: NftBytes) -> Int? {
+        prefixLength(start: start.array, end: end.array)
+    }
+
     public static func prefixLength(start: [UInt8], end: [UInt8]) -> Int? {
         guard start.count == end.count else { return nil }
         let diff = zip(start, end).map { $0 ^ $1 }

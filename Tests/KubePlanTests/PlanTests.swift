@@ -125,7 +125,7 @@ final class FingerprintCoverageTests: XCTestCase {
 
     func testEveryStoredPropertyIsFingerprinted() {
         let ep = PlannedEndpoint(ip: IPAddress("10.0.0.1")!, port: 80, isLocal: false, ready: true, serving: true, terminating: false)
-        XCTAssertEqual(storedProperties(ep), ["ip", "port", "isLocal", "ready", "serving", "terminating", "zoneHints", "nodeHints", "hostPort"],
+        XCTAssertEqual(storedProperties(ep), ["ip", "port", "isLocal", "ready", "serving", "terminating", "zoneHints", "nodeHints"],
                        "update PlannedEndpoint.feed")
         var c = Cluster()
         var svc = Service(ref: ObjectRef(kind: "Service", namespace: "ns", name: "a", file: "f"))
@@ -157,5 +157,29 @@ final class FingerprintCoverageTests: XCTestCase {
         XCTAssertNotEqual(e.fingerprint, f.fingerprint)
         f.clusterEndpoints = []
         XCTAssertNotEqual(e.fingerprintWithoutEndpoints, f.fingerprintWithoutEndpoints)
+    }
+
+    /// Endpoints are ordered by their `IP:PORT` text, as kube-proxy orders them, whether the
+    /// key is built without the text (IPv4) or is the text (a mix with IPv6).
+    func testEndpointsSortByHostPortText() {
+        var rng = SystemRandomNumberGenerator()
+        let octets: [UInt32] = [0, 1, 2, 9, 10, 11, 99, 100, 101, 199, 200, 255]
+        let ports = [0, 1, 8, 9, 10, 80, 443, 999, 8080, 9999, 10000, 65535]
+        for round in 0..<200 {
+            var eps = [PlannedEndpoint]()
+            for _ in 0..<Int.random(in: 2...30, using: &rng) {
+                var v: UInt32 = 0
+                for _ in 0..<4 { v = v << 8 | octets.randomElement(using: &rng)! }
+                let ip = round % 10 == 9 && Bool.random(using: &rng) ? IPAddress("fd00::" + String(v & 0xffff, radix: 16))! : IPAddress(v4: v)
+                eps.append(PlannedEndpoint(ip: ip, port: ports.randomElement(using: &rng)!, isLocal: Bool.random(using: &rng),
+                                           ready: true, serving: true, terminating: false))
+            }
+            // The same address and port is one endpoint: here the last one given wins.
+            var last = [String: Bool]()
+            for e in eps { last[e.hostPort] = e.isLocal }
+            let got = PlannedEndpoint.sortedByHostPort(eps) { _, next in next }
+            XCTAssertEqual(got.map(\.hostPort), last.keys.sorted())
+            XCTAssertEqual(got.map(\.isLocal), last.keys.sorted().map { last[$0]! })
+        }
     }
 }

@@ -118,7 +118,7 @@ final class AddressTextTests: XCTestCase {
         for (groups, text) in cases {
             XCTAssertEqual(NftAddress.formatIPv6(v6(groups)), text)
             var t = NftTextBytes()
-            t.value(v6(groups), type: .ipv6Addr)
+            t.value(NftBytes(v6(groups)), type: .ipv6Addr)
             XCTAssertEqual(t.string, text)
         }
         XCTAssertEqual(NftAddress.formatIPv4([10, 96, 0, 1]), "10.96.0.1")
