@@ -194,6 +194,7 @@ enum FastJSON {
                         || c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D { break }
                     pos += 1
                 }
+                if let v = FastJSON.simpleScalar(UnsafeBufferPointer(rebasing: bytes[begin..<pos])) { return KNode(v, line: start) }
                 let token = String(decoding: UnsafeBufferPointer(rebasing: bytes[begin..<pos]), as: UTF8.self)
                 guard FastJSON.isJSONLiteral(token) else { return nil }
                 return KNode(YamlConversion.resolvePlain(token), line: start)
@@ -336,6 +337,24 @@ enum FastJSON {
             }
             return v
         }
+    }
+
+    /// The common scalars without making a String: `true`, `false`, `null` and integers of up
+    /// to 18 digits (no leading zero), resolved as `YamlConversion.resolvePlain` resolves them;
+    /// nil for anything else.
+    static func simpleScalar(_ t: UnsafeBufferPointer<UInt8>) -> KNode.Value? {
+        if t.elementsEqual("true".utf8) { return .bool(true) }
+        if t.elementsEqual("false".utf8) { return .bool(false) }
+        if t.elementsEqual("null".utf8) { return .null }
+        let negative = t.first == UInt8(ascii: "-")
+        let digits = negative ? UnsafeBufferPointer(rebasing: t[1...]) : t
+        guard !digits.isEmpty, digits.count <= 18, !(digits.count > 1 && digits[0] == UInt8(ascii: "0")) else { return nil }
+        var v = 0
+        for c in digits {
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9") else { return nil }
+            v = v * 10 + Int(c - UInt8(ascii: "0"))
+        }
+        return .int(negative ? -v : v)
     }
 
     /// true, false, null, or a number as JSON writes it (RFC 8259 §6).

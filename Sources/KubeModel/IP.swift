@@ -28,6 +28,7 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
             if buf.isEmpty || buf.count > 45 { return nil }
             var isV6 = false
             for b in buf { if b == UInt8(ascii: ":") { isV6 = true; break } }
+            if !isV6 { return IPAddress.parseIPv4(buf) }
             var tmp = [CChar](repeating: 0, count: buf.count + 1)
             for (i, b) in buf.enumerated() { tmp[i] = CChar(bitPattern: b) }
             if isV6 {
@@ -38,14 +39,31 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
                 for i in 0..<8 { h = (h << 8) | UInt64(bytes[i]) }
                 for i in 8..<16 { l = (l << 8) | UInt64(bytes[i]) }
                 return IPAddress(v6: h, l)
-            } else {
-                var a = in_addr()
-                guard inet_pton(AF_INET, tmp, &a) == 1 else { return nil }
-                return IPAddress(v4: UInt32(bigEndian: a.s_addr))
             }
+            return nil
         }
         guard let p = parsed else { return nil }
         self = p
+    }
+
+    /// A dotted quad as glibc's inet_pton reads it: four decimal octets of at most 255, no
+    /// leading zeros, nothing else.
+    static func parseIPv4(_ buf: UnsafeBufferPointer<UInt8>) -> IPAddress? {
+        var value: UInt32 = 0, octet: UInt32 = 0, digits = 0, dots = 0
+        for c in buf {
+            if c == UInt8(ascii: ".") {
+                guard digits > 0, dots < 3 else { return nil }
+                value = value << 8 | octet
+                octet = 0; digits = 0; dots += 1
+                continue
+            }
+            guard c >= UInt8(ascii: "0"), c <= UInt8(ascii: "9"), !(digits == 1 && octet == 0) else { return nil }
+            octet = octet * 10 + UInt32(c - UInt8(ascii: "0"))
+            digits += 1
+            guard octet <= 255 else { return nil }
+        }
+        guard digits > 0, dots == 3 else { return nil }
+        return IPAddress(v4: value << 8 | octet)
     }
 
     public var v4: UInt32 { UInt32(truncatingIfNeeded: lo) }

@@ -98,6 +98,18 @@ final class FastJSONTests: XCTestCase {
         }
     }
 
+    /// The scalars read without a String resolve as the YAML path resolves them.
+    func testSimpleScalarsResolveAsPlainScalars() {
+        for t in ["true", "false", "null", "0", "-0", "7", "-7", "80", "65535", "123456789012345678", "-123456789012345678"] {
+            let got = Array(t.utf8).withUnsafeBufferPointer { FastJSON.simpleScalar($0) }
+            XCTAssertEqual(got, YamlConversion.resolvePlain(t), t)
+        }
+        for t in ["1234567890123456789", "01", "-", "", "1.5", "1e3", "tru", "truex", "nul", "True", "0x1f", "+1"] {
+            XCTAssertNil(Array(t.utf8).withUnsafeBufferPointer { FastJSON.simpleScalar($0) }, t)
+        }
+        XCTAssertEqual(viaJSON(#"{"big": 1234567890123456789, "x": -0}"#), viaYAML(#"{"big": 1234567890123456789, "x": -0}"#))
+    }
+
     func testSurrogatePairs() {
         // Valid JSON that libyaml refuses (YAML has no surrogate escapes): the fast path reads it.
         XCTAssertEqual(viaJSON(#"{"e": "\ud83d\ude00"}"#)?["e"]?.value, .string("😀"))

@@ -210,6 +210,14 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(IPAddress("::")?.description, "::")
         XCTAssertEqual(IPAddress("::1")?.description, "::1")
         XCTAssertNil(IPAddress("010.1.1.1"))
+        // IPv4 is read without inet_pton: it must accept and refuse exactly what inet_pton does.
+        for t in ["0.0.0.0", "255.255.255.255", "10.128.0.10", "1.2.3.4", "256.1.1.1", "1.2.3.4.5", "1..2.3", ".1.2.3",
+                  "1.2.3.", "01.2.3.4", "1.2.3.04", "1.2.3.0", "a.b.c.d", "1.2.3.4 ", " 1.2.3.4", "1.2.3.-4", "1000.1.1.1",
+                  "0.0.0.00", "9.9.9.9", "199.200.201.202", "1.2.3.4/8", "1.2.3"] {
+            var a = in_addr()
+            let want = inet_pton(AF_INET, t, &a) == 1 ? IPAddress(v4: UInt32(bigEndian: a.s_addr)) : nil
+            XCTAssertEqual(IPAddress(t), want, t)
+        }
         XCTAssertNil(IPAddress("1.2.3"))
         XCTAssertEqual(CIDR(" 203.0.113.5/25")?.description, "203.0.113.0/25")
         XCTAssertEqual(CIDR("fd00:10:244::1/56")?.description, "fd00:10:244::/56")
