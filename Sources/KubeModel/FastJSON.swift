@@ -25,11 +25,17 @@ enum FastJSON {
     /// the results are kept: `root` then holds an empty `items` list and `items` the results in
     /// order. (A `List` of 10,000 objects is decoded while it is parsed, and the tree of each item
     /// is freed where it was built.) `items` is nil in the result when the list was parsed whole.
+    ///
+    /// `slices`, with `items`: an EndpointSlice item of the common valid shape is read straight
+    /// into its value (see FastSlice.swift), named in `file`, and handed to `slices` instead of
+    /// `items`.
     static func parse(_ bytes: UnsafeBufferPointer<UInt8>, parts: Int = Parallel.cores, splitAbove: Int = 1 << 20,
-                      items: ((KNode) -> Any)?) -> (root: KNode, items: [Any]?)? {
+                      items: ((KNode) -> Any)?, slices: ((EndpointSlice) -> Any)? = nil, file: String = "") -> (root: KNode, items: [Any]?)? {
         var p = Parser(bytes: bytes)
         p.parts = bytes.count >= splitAbove ? parts : 1
         p.itemTransform = items
+        p.sliceTransform = slices
+        p.file = file
         p.skipSpace()
         guard let root = p.value(depth: 0) else { return nil }
         p.skipSpace()
@@ -85,7 +91,7 @@ enum FastJSON {
         return nil
     }
 
-    private struct Parser {
+    struct Parser {
         let bytes: UnsafeBufferPointer<UInt8>
         var pos = 0
         var line = 1
@@ -101,6 +107,8 @@ enum FastJSON {
         var parts = 1
         /// Applied to each item of the root object's `items` list when it is parsed in parts.
         var itemTransform: ((KNode) -> Any)?
+        var sliceTransform: ((EndpointSlice) -> Any)?
+        var file = ""
         var transformedItems: [Any]?
 
         init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes; end = bytes.count }
@@ -208,7 +216,9 @@ enum FastJSON {
             let (savedPos, savedLine) = (pos, line)
             pos += 1
             skipSpace()
-            if pos < end && bytes[pos] != UInt8(ascii: "]"), let list = parallelList(depth: 1, transform) { return (list, savedLine) }
+            let file = self.file
+            let direct = sliceTransform.map { wrap in { (p: inout Parser) -> Any? in p.endpointSlice(depth: 2, file: file).map(wrap) } }
+            if pos < end && bytes[pos] != UInt8(ascii: "]"), let list = parallelList(depth: 1, transform, direct: direct) { return (list, savedLine) }
             (pos, line) = (savedPos, savedLine)
             return nil
         }
@@ -222,7 +232,7 @@ enum FastJSON {
         /// item really starts, parsing it reads its bytes as the whole parse would. nil (and
         /// `pos` unchanged) when the list is small, not laid out that way, or a cut is wrong:
         /// then the caller parses the list in one piece.
-        mutating func parallelList<T>(depth: Int, _ transform: (KNode) -> T) -> [T]? {
+        mutating func parallelList<T>(depth: Int, _ transform: (KNode) -> T, direct: ((inout Parser) -> T?)? = nil) -> [T]? {
             let first = pos
             let cuts = FastJSON.cuts(bytes, first: first, end: end, parts: parts)
             guard cuts.count > 1 else { return nil }
@@ -240,8 +250,12 @@ enum FastJSON {
                 var out = [T]()
                 while true {
                     p.skipSpace()
-                    guard let v = p.value(depth: depth + 1) else { return nil }
-                    out.append(transform(v))
+                    if let direct, let d = direct(&p) {
+                        out.append(d)
+                    } else {
+                        guard let v = p.value(depth: depth + 1) else { return nil }
+                        out.append(transform(v))
+                    }
                     p.skipSpace()
                     guard p.pos < p.end else { return nil }
                     if p.bytes[p.pos] == UInt8(ascii: ",") {
@@ -343,9 +357,13 @@ enum FastJSON {
     /// to 18 digits (no leading zero), resolved as `YamlConversion.resolvePlain` resolves them;
     /// nil for anything else.
     static func simpleScalar(_ t: UnsafeBufferPointer<UInt8>) -> KNode.Value? {
-        if t.elementsEqual("true".utf8) { return .bool(true) }
-        if t.elementsEqual("false".utf8) { return .bool(false) }
-        if t.elementsEqual("null".utf8) { return .null }
+        func equals(_ s: StaticString) -> Bool {
+            t.count == s.utf8CodeUnitCount && memcmp(t.baseAddress!, s.utf8Start, t.count) == 0
+        }
+        if t.isEmpty { return nil }
+        if equals("true") { return .bool(true) }
+        if equals("false") { return .bool(false) }
+        if equals("null") { return .null }
         let negative = t.first == UInt8(ascii: "-")
         let digits = negative ? UnsafeBufferPointer(rebasing: t[1...]) : t
         guard !digits.isEmpty, digits.count <= 18, !(digits.count > 1 && digits[0] == UInt8(ascii: "0")) else { return nil }

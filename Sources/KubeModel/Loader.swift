@@ -109,7 +109,8 @@ public struct ManifestLoader {
         }
         if Self.looksLikeJSON(text) {
             var text = text
-            if let parsed = text.withUTF8({ FastJSON.parse($0, items: listItem) }) {
+            let slices: ((EndpointSlice) -> Any)? = listItem == nil ? nil : { Decoded.slice($0, [], $0.ref.description) }
+            if let parsed = text.withUTF8({ FastJSON.parse($0, items: listItem, slices: slices, file: file) }) {
                 items = parsed.items
                 return [parsed.root]
             }

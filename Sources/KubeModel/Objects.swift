@@ -94,7 +94,7 @@ public struct Endpoint: Sendable, Hashable {
 }
 
 /// discovery.k8s.io/v1 EndpointSlice (and v1 Endpoints, converted to the same shape).
-public struct EndpointSlice: Sendable {
+public struct EndpointSlice: Sendable, Equatable {
     public var ref: ObjectRef
     public var serviceName: String
     /// nil for FQDN slices, which the proxy ignores.
