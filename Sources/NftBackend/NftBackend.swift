@@ -60,7 +60,8 @@ public enum NftBackend {
     }
 
     static func value(_ ip: IPAddress) -> NftValue {
-        NftValue(type: ip.family == .ipv4 ? .ipv4Addr : .ipv6Addr, bytes: ip.bytes)
+        ip.family == .ipv4 ? NftValue(type: .ipv4Addr, bytes: NftBytes(network: ip.v4))
+            : NftValue(type: .ipv6Addr, bytes: NftBytes(network: ip.hi, ip.lo))
     }
 
     static func proto(_ p: L4Protocol) -> NftL4Proto {

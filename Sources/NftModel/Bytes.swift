@@ -62,6 +62,12 @@ public struct NftBytes: RandomAccessCollection, Hashable, Sendable, ExpressibleB
     /// The host-endian (little-endian) bytes of a 32-bit integer.
     public init(host v: UInt32) { self.init(lo: UInt64(v), hi: 0, count: 4) }
 
+    /// The network-order (big-endian) bytes of a 32-bit integer (an IPv4 address).
+    public init(network v: UInt32) { self.init(lo: UInt64(v.byteSwapped), hi: 0, count: 4) }
+
+    /// The network-order bytes of a 128-bit integer given as its high and low halves (an IPv6 address).
+    public init(network hi: UInt64, _ lo: UInt64) { self.init(lo: hi.byteSwapped, hi: lo.byteSwapped, count: 16) }
+
     /// The network-order (big-endian) bytes of a 16-bit integer (a port).
     public init(network v: UInt16) { self.init(lo: UInt64(v >> 8) | UInt64(v & 0xff) << 8, hi: 0, count: 2) }
 

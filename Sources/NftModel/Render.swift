@@ -6,17 +6,18 @@ import Parallel
 public enum NftText {
     /// A chain/set/table name as nft accepts it: bare when it is an identifier, quoted otherwise.
     public static func name(_ s: String) -> String {
-        // An ASCII letter or _ first, then letters, digits, / - _ . (checked on bytes).
-        var first = true
-        for c in s.utf8 {
+        var s = s
+        return s.withUTF8 { isIdentifier($0) } ? s : NftFormat.quoted(s)
+    }
+
+    /// An ASCII letter or _ first, then letters, digits, / - _ . (a bare name in nft syntax).
+    static func isIdentifier(_ u: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard !u.isEmpty else { return false }
+        for (i, c) in u.enumerated() {
             let letter = (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c == 95
-            if first ? letter : (letter || (c >= 48 && c <= 57) || c == 47 || c == 45 || c == 46) {
-                first = false
-                continue
-            }
-            return NftFormat.quoted(s)
+            if !(i == 0 ? letter : (letter || (c >= 48 && c <= 57) || c == 47 || c == 45 || c == 46)) { return false }
         }
-        return s.isEmpty ? NftFormat.quoted(s) : s
+        return true
     }
 }
 
