@@ -250,6 +250,8 @@ public enum NftBackend {
             }
             return pc
         }
+        // Freeing a hundred thousand elements' pieces is no part of the result.
+        defer { Parallel.releaseInBackground(pieces) }
         var serviceIPShard = [Int](), nodePortShard = [Int]()
         var shardChains = [[NftChain]](repeating: [], count: shards), shardMaps = [[NftSet]](repeating: [], count: shards)
         var shardHairpin = [[IPAddress]](repeating: [], count: shards)
@@ -302,7 +304,7 @@ public enum NftBackend {
             NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: sortedUnique(ips).map { .element(value($0), value($0)) })
         }
         let hairpinRule = NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin")
-        if !sharded { t.add(hairpinSet(hairpin)) }
+
         var nodePortMatch: NftStatement
         var nodePortIPs: NftSet?
         switch plan.nodePorts {
@@ -327,7 +329,12 @@ public enum NftBackend {
                                   elements: order.map { elements[Int($0 & 0xffff_ffff)] })
             }.compactMap { $0 }
         }
-        if !sharded { for m in endpointMapSets(shard: 0) { t.add(m) } }
+        if !sharded {
+            // The hairpin set (sorting every endpoint address) beside the endpoint maps.
+            let (hairpinResult, maps) = Parallel.both({ hairpinSet(hairpin) }, { endpointMapSets(shard: 0) })
+            if case .success(let h) = hairpinResult { t.add(h) }
+            for m in maps { t.add(m) }
+        }
 
         // Fixed chains.
         let loopback = plan.family == .ipv4 ? "127.0.0.0/8" : "::1/128"
@@ -444,7 +451,7 @@ public enum NftBackend {
     }
 
     /// What one service port contributes to the table.
-    struct ServicePieces {
+    struct ServicePieces: Sendable {
         var serviceIPs = [NftElement](), nodePorts = [NftElement]()
         var noEndpointServices = [NftElement](), noEndpointNodePorts = [NftElement]()
         var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
