@@ -51,33 +51,31 @@ public struct PlannedEndpoint: Sendable, Hashable {
 /// which sort before every character, as a prefix sorts first).
 struct HostPortKey: Comparable {
     var w0: UInt64 = 0, w1: UInt64 = 0, w2: UInt64 = 0
-    private var n = 0
+    private var n: UInt64 = 0
 
     init(v4: UInt32, port: Int) {
         for k in 0..<4 {
             if k > 0 { put(UInt8(ascii: ".")) }
-            decimal(Int(v4 >> (24 - 8 * UInt32(k)) & 0xff))
+            let o = UInt8(truncatingIfNeeded: v4 >> (24 - 8 * UInt32(k)))
+            if o >= 100 { put(0x30 + o / 100) }
+            if o >= 10 { put(0x30 + o / 10 % 10) }
+            put(0x30 + o % 10)
         }
         put(UInt8(ascii: ":"))
-        decimal(port)
+        // Digits of the port, last first, then written in order (constant divisors only).
+        var p = UInt32(truncatingIfNeeded: port), digits: UInt64 = 0, count = 0
+        repeat { digits = digits << 8 | UInt64(0x30 + p % 10); p /= 10; count += 1 } while p > 0 && count < 8
+        for _ in 0..<count { put(UInt8(truncatingIfNeeded: digits)); digits >>= 8 }
     }
 
-    private mutating func put(_ b: UInt8) {
-        let shift = UInt64(56 - 8 * (n % 8))
-        switch n / 8 {
-        case 0: w0 |= UInt64(b) << shift
-        case 1: w1 |= UInt64(b) << shift
-        case 2: w2 |= UInt64(b) << shift
-        default: preconditionFailure("host:port key longer than 24 bytes")
+    @inline(__always) private mutating func put(_ b: UInt8) {
+        let v = UInt64(b) << (56 - 8 * (n & 7))
+        switch n >> 3 {
+        case 0: w0 |= v
+        case 1: w1 |= v
+        default: w2 |= v
         }
         n += 1
-    }
-
-    private mutating func decimal(_ v: Int) {
-        var div = 1
-        while div * 10 <= v { div *= 10 }
-        var v = v
-        while div > 0 { put(0x30 + UInt8(v / div)); v %= div; div /= 10 }
     }
 
     static func < (a: HostPortKey, b: HostPortKey) -> Bool { (a.w0, a.w1, a.w2) < (b.w0, b.w1, b.w2) }
