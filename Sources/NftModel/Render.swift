@@ -84,6 +84,7 @@ public struct NftTextBytes {
     public mutating func decimal<T: BinaryInteger>(_ v: T) {
         var n = UInt64(v)
         if n < 10 { bytes.append(0x30 + UInt8(n)); return }
+        if n < 100 { bytes.append(0x30 + UInt8(n / 10)); bytes.append(0x30 + UInt8(n % 10)); return }
         var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
                      UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
             (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)

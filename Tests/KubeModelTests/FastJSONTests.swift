@@ -98,6 +98,18 @@ final class FastJSONTests: XCTestCase {
         }
     }
 
+    func testCountMatchesAByteByByteCount() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let bytes = (0..<Int.random(in: 0...100, using: &rng)).map { _ in [0x0A, 0x00, 0xFF, 0x8A, 0x0B, 0x20][Int.random(in: 0..<6, using: &rng)] as UInt8 }
+            let from = bytes.isEmpty ? 0 : Int.random(in: 0...bytes.count, using: &rng), to = Int.random(in: from...max(from, bytes.count), using: &rng)
+            for b: UInt8 in [0x0A, 0x00, 0xFF, 0x8A] {
+                let want = bytes[from..<to].filter { $0 == b }.count
+                XCTAssertEqual(bytes.withUnsafeBufferPointer { FastJSON.count(b, in: $0, from: from, to: to) }, want)
+            }
+        }
+    }
+
     /// The scalars read without a String resolve as the YAML path resolves them.
     func testSimpleScalarsResolveAsPlainScalars() {
         for t in ["true", "false", "null", "0", "-0", "7", "-7", "80", "65535", "123456789012345678", "-123456789012345678"] {
