@@ -13,7 +13,9 @@ public enum Parallel {
     }()
 
     /// `transform` applied to `count` indices, on all cores, results in index order. Small
-    /// inputs (below `minimumPerTask` items per core) run on the calling thread.
+    /// inputs (below `minimumPerTask` items per core) run on the calling thread. (Inlinable,
+    /// like the others here: callers in other modules then get it specialized for their types.)
+    @inlinable
     public static func map<T, E: Error>(count: Int, minimumPerTask: Int = 1, _ transform: (Int) throws(E) -> T) throws(E) -> [T] {
         let tasks = min(cores, count / max(1, minimumPerTask))
         if tasks <= 1 {
@@ -44,6 +46,7 @@ public enum Parallel {
 extension Parallel {
     /// `transform` of consecutive ranges that cover `0..<count` in order: eight per core when
     /// `count` reaches `minimumCount` (so uneven runs even out), else one range.
+    @inlinable
     public static func mapRuns<T>(count: Int, minimumCount: Int, _ transform: (Range<Int>) -> T) -> [T] {
         let runs = count < minimumCount ? 1 : 8 * cores
         return map(count: runs) { (k: Int) -> T in transform((count * k / runs)..<(count * (k + 1) / runs)) }
@@ -51,6 +54,7 @@ extension Parallel {
 
     /// `a` and `b` at the same time (one on another thread when there is more than one core);
     /// `a`'s error is returned, not thrown, so that `b`'s result is never lost.
+    @inlinable
     public static func both<A, B>(_ a: () throws -> A, _ b: () -> B) -> (Result<A, Error>, B) {
         guard cores > 1 else { return (Result { try a() }, b()) }
         var ra: Result<A, Error>?, rb: B?
