@@ -256,18 +256,23 @@ public enum NftBackend {
         var shardChains = [[NftChain]](repeating: [], count: shards), shardMaps = [[NftSet]](repeating: [], count: shards)
         var shardHairpin = [[IPAddress]](repeating: [], count: shards)
         let buckets = endpointBucketCount(shards)
-        var endpointMaps = [[NftElement]](repeating: [], count: shards * buckets)
-        for pc in pieces {
-            endpointMaps[pc.shard * buckets + pc.bucket] += pc.endpointSlots
-            serviceIPShard += repeatElement(pc.shard, count: pc.serviceIPs.count)
-            nodePortShard += repeatElement(pc.shard, count: pc.nodePorts.count)
-            shardChains[pc.shard] += pc.serviceChains; shardMaps[pc.shard] += pc.maps
+        // The service ports of each endpoint map, whose elements are gathered on every core.
+        var endpointMapPieces = [[Int]](repeating: [], count: shards * buckets)
+        for (i, pc) in pieces.enumerated() {
+            if !pc.endpointSlots.isEmpty { endpointMapPieces[pc.shard * buckets + pc.bucket].append(i) }
             serviceIPs += pc.serviceIPs; nodePorts += pc.nodePorts
             noEndpointServices += pc.noEndpointServices; noEndpointNodePorts += pc.noEndpointNodePorts
             firewallIPs += pc.firewallIPs; firewallAllow += pc.firewallAllow
             if let ip = pc.clusterIP { clusterIPs.insert(ip) }
-            if sharded { shardHairpin[pc.shard] += pc.hairpin } else { hairpin += pc.hairpin }
-            serviceChains += pc.serviceChains; maps += pc.maps
+            if sharded {
+                serviceIPShard += repeatElement(pc.shard, count: pc.serviceIPs.count)
+                nodePortShard += repeatElement(pc.shard, count: pc.nodePorts.count)
+                shardChains[pc.shard] += pc.serviceChains; shardMaps[pc.shard] += pc.maps
+                shardHairpin[pc.shard] += pc.hairpin
+            } else {
+                serviceChains += pc.serviceChains; maps += pc.maps
+                hairpin += pc.hairpin
+            }
         }
 
         // Two services claiming the same address and port (invalid, but possible in input):
@@ -319,7 +324,7 @@ public enum NftBackend {
         // The endpoint maps of a table: one per non-empty bucket, elements in slot order.
         func endpointMapSets(shard k: Int) -> [NftSet] {
             Parallel.map(count: buckets, minimumPerTask: 16) { (b: Int) -> NftSet? in
-                let elements = endpointMaps[k * buckets + b]
+                let elements = endpointMapPieces[k * buckets + b].flatMap { pieces[$0].endpointSlots }
                 guard !elements.isEmpty else { return nil }
                 // Slot order: sort (slot, index) pairs, then move each element once.
                 var order = elements.indices.map { UInt64(slotOf(elements[$0])) << 32 | UInt64($0) }
@@ -395,7 +400,7 @@ public enum NftBackend {
             prints = [main.value] + (sharded ? perShard.map(\.value) : [])
         }
         guard sharded else {
-            for c in serviceChains { t.add(c) }
+            t.chains += serviceChains
             return ([sized(t)], prints)
         }
 

@@ -98,6 +98,14 @@ final class FastJSONTests: XCTestCase {
         }
     }
 
+    func testASCIICheck() {
+        for text in ["", "a", "{\"a\": 1}", String(repeating: "x", count: 17), String(repeating: "x", count: 16) + "é",
+                     "é" + String(repeating: "x", count: 16), "grüße", String(repeating: "y", count: 7) + "\u{7f}"] {
+            let want = text.utf8.allSatisfy { $0 < 0x80 }
+            XCTAssertEqual(Array(text.utf8).withUnsafeBytes { ManifestLoader.isASCII($0) }, want, text)
+        }
+    }
+
     func testCountMatchesAByteByByteCount() {
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<200 {
