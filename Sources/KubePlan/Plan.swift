@@ -245,7 +245,9 @@ public enum Planner {
             total += s.endpoints
             out.append(contentsOf: s.ports)
         }
-        out.sort { $0.name.description < $1.name.description }
+        // By name (each name made once, not twice per comparison; names are unique).
+        let names = out.map(\.name.description)
+        out = out.indices.sorted { names[$0] < names[$1] }.map { out[$0] }
         let (nodePorts, localhost) = node.nodePortSelection(family)
         return Plan(family: family, nodeName: node.nodeName, services: out, masqueradeBit: node.proxy.masqueradeBit,
                     masqueradeAll: node.proxy.masqueradeAll, localDetector: node.localDetector(family),

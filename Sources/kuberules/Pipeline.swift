@@ -24,7 +24,9 @@ struct Pipeline {
             let (node, notes) = NodeConfig.resolve(proxy: proxy, nodeName: options.nodeName,
                                                    nodeIPs: options.nodeIPs.compactMap { IPAddress($0) }, cluster: cluster)
             for n in notes { warn(label(n) + n.description) }
-            return Timing.measure("plan") { options.families.map { Planner.plan(cluster: cluster, node: node, family: $0) } }
+            // The families side by side: each has serial parts the other can fill.
+            let families = options.families
+            return Timing.measure("plan") { Parallel.map(count: families.count) { Planner.plan(cluster: cluster, node: node, family: families[$0]) } }
         } catch let e as InputError {
             for d in e.diagnostics { warn("error: " + d.description) }
             throw ExitCode(Exit.badInput)
