@@ -219,21 +219,22 @@ extension NftTable {
         out.put("}\n")
         // Elements in chunks of 1,000 per command (bounding lines and nft's per-command work),
         // written on every core and joined in order.
-        var sortedElements: [[NftElement]] = []
-        var chunks: [(set: Int, range: Range<Int>)] = []
-        for s in sets where !s.elements.isEmpty {
-            // The backend adds them in order already; sort only when they are not.
-            var inOrder = true
-            for i in s.elements.indices.dropFirst() where !(s.elements[i - 1].key < s.elements[i].key) {
-                inOrder = false
-                break
+        let elementSets = sets.filter { !$0.elements.isEmpty }
+        // The backend adds them in order already; sorted only when they are not (checked on
+        // every core: a quarter of a million keys).
+        let sortedElements = Parallel.map(count: elementSets.count) { (k: Int) -> [NftElement] in
+            let elements = elementSets[k].elements
+            for i in elements.indices.dropFirst() where !(elements[i - 1].key < elements[i].key) {
+                return elements.sorted { $0.key < $1.key }
             }
-            sortedElements.append(inOrder ? s.elements : s.elements.sorted { $0.key < $1.key })
+            return elements
+        }
+        var chunks: [(set: Int, range: Range<Int>)] = []
+        for (k, s) in elementSets.enumerated() {
             for lo in stride(from: 0, to: s.elements.count, by: 1000) {
-                chunks.append((sortedElements.count - 1, lo..<min(lo + 1000, s.elements.count)))
+                chunks.append((k, lo..<min(lo + 1000, s.elements.count)))
             }
         }
-        let elementSets = sets.filter { !$0.elements.isEmpty }
         let elementTexts = Parallel.map(count: chunks.count, minimumPerTask: 8) { (k: Int) -> NftTextBytes in
             let (i, range) = chunks[k]
             let s = elementSets[i], sorted = sortedElements[i]
