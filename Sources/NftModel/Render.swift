@@ -205,17 +205,23 @@ extension NftTable {
             h += "\t}\n"
             out.put(h)
         }
-        for k in chainOrder {
-            let c = chains[k]
-            out.put("\tchain ")
-            out.put(NftText.name(c.name))
-            out.put(" {\n")
-            if let b = c.base {
-                out.put("\t\ttype \(b.type.rawValue) hook \(b.hook.rawValue) priority \(b.priority); policy \(b.policy.rawValue);\n")
+        // Chain declarations in runs written on every core, joined in order.
+        let declarations = Parallel.mapRuns(count: chainOrder.count, minimumCount: 4096) { (range: Range<Int>) -> NftTextBytes in
+            var text = NftTextBytes()
+            for k in chainOrder[range] {
+                let c = chains[k]
+                text.put("\tchain ")
+                text.put(NftText.name(c.name))
+                text.put(" {\n")
+                if let b = c.base {
+                    text.put("\t\ttype \(b.type.rawValue) hook \(b.hook.rawValue) priority \(b.priority); policy \(b.policy.rawValue);\n")
+                }
+                if let cm = c.comment { text.put("\t\tcomment "); text.quoted(cm); text.put("\n") }
+                text.put("\t}\n")
             }
-            if let cm = c.comment { out.put("\t\tcomment "); out.quoted(cm); out.put("\n") }
-            out.put("\t}\n")
+            return text
         }
+        for t in declarations { out.put(t) }
         out.put("}\n")
         // Elements in chunks of 1,000 per command (bounding lines and nft's per-command work),
         // written on every core and joined in order.
@@ -254,31 +260,33 @@ extension NftTable {
         let withRules = chainOrder.filter { !chains[$0].rules.isEmpty }
         if !withRules.isEmpty {
             out.put("table \(fam) \(tname) {\n")
-            // Chains print independently: on every core, joined in order.
-            let texts = try Parallel.map(count: withRules.count, minimumPerTask: 256) { (k: Int) throws(NftModelError) -> NftTextBytes in
-                let c = chains[withRules[k]]
+            // Chains print independently: in runs on every core, joined in order.
+            let texts = Parallel.mapRuns(count: withRules.count, minimumCount: 256) { (range: Range<Int>) -> Result<NftTextBytes, NftModelError> in
                 var d = Decompiler(family: family, sets: setsByName)
-                d.out.put("\tchain ")
-                d.out.put(NftText.name(c.name))
-                d.out.put(" {\n")
-                for (i, r) in c.rules.enumerated() {
-                    let lineStart = d.out.count
-                    d.out.put("\t\t")
-                    do {
-                        try r.write(using: &d)
-                        d.out.byte(UInt8(ascii: "\n"))
-                    } catch {
-                        let reason = (error as? NftDecompileError)?.reason ?? "\(error)"
-                        let err = NftModelError.unrenderable(table: "\(fam) \(name)", chain: c.name, rule: i, reason: reason)
-                        if strict { throw err }
-                        d.out.bytes.removeSubrange(lineStart...)
-                        d.out.put("\t\t# kuberules: \(err.description)\n")
+                for k in withRules[range] {
+                    let c = chains[k]
+                    d.out.put("\tchain ")
+                    d.out.put(NftText.name(c.name))
+                    d.out.put(" {\n")
+                    for (i, r) in c.rules.enumerated() {
+                        let lineStart = d.out.count
+                        d.out.put("\t\t")
+                        do {
+                            try r.write(using: &d)
+                            d.out.byte(UInt8(ascii: "\n"))
+                        } catch {
+                            let reason = (error as? NftDecompileError)?.reason ?? "\(error)"
+                            let err = NftModelError.unrenderable(table: "\(fam) \(name)", chain: c.name, rule: i, reason: reason)
+                            if strict { return .failure(err) }
+                            d.out.bytes.removeSubrange(lineStart...)
+                            d.out.put("\t\t# kuberules: \(err.description)\n")
+                        }
                     }
+                    d.out.put("\t}\n")
                 }
-                d.out.put("\t}\n")
-                return d.out
+                return .success(d.out)
             }
-            for t in texts { out.put(t) }
+            for t in texts { out.put(try t.get()) }
             out.put("}\n")
         }
     }
