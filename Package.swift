@@ -45,7 +45,7 @@ let package = Package(
             "IpvsModel", "IpvsBackend", "IpvsApply", "Parallel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "KubeModelTests", dependencies: ["KubeModel"]),
+        .testTarget(name: "KubeModelTests", dependencies: ["KubeModel", "Parallel"]),
         .testTarget(name: "KubePlanTests", dependencies: ["KubePlan"]),
         .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "IptablesApply", "KubePlan", "KubeModel"],
                     exclude: ["datapath"]),

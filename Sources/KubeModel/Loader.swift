@@ -59,7 +59,7 @@ public struct ManifestLoader {
     }
 
     private mutating func loadFile(_ path: String) {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = Self.readLargeFile(path) ?? FileManager.default.contents(atPath: path) else {
             errors.append(Diagnostic(file: path, message: "cannot be read"))
             return
         }
@@ -85,6 +85,34 @@ public struct ManifestLoader {
         }
         for doc in docs { loadObject(doc, file: file, depth: 0) }
         Parallel.releaseInBackground(docs)
+    }
+
+    /// A regular file of 8 MB or more, read in parts on every core (copying 30 MB out of the
+    /// page cache took 20 ms before anything else could start); nil for anything else, or when
+    /// the file did not read back whole, and the caller reads it the plain way.
+    static func readLargeFile(_ path: String) -> Data? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size >= 8 << 20, Parallel.cores > 1 else { return nil }
+        let size = Int(st.st_size)
+        guard let buffer = malloc(size) else { return nil }
+        nonisolated(unsafe) let base = buffer
+        let parts = Parallel.cores
+        let complete = Parallel.map(count: parts) { (k: Int) -> Bool in
+            var at = size * k / parts
+            let end = size * (k + 1) / parts
+            while at < end {
+                let n = pread(fd, base + at, end - at, off_t(at))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                at += n
+            }
+            return true
+        }
+        guard complete.allSatisfy({ $0 }) else { free(buffer); return nil }
+        return Data(bytesNoCopy: buffer, count: size, deallocator: .free)
     }
 
     /// Parses YAML (which includes JSON) into documents; reports syntax errors with line numbers.

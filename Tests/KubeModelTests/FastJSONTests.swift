@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import KubeModel
+import Parallel
 
 /// The JSON fast path must give exactly the trees the YAML path gives (values and lines), and
 /// leave everything it does not accept to the YAML path, which reports it.
@@ -96,6 +97,18 @@ final class FastJSONTests: XCTestCase {
             XCTAssertNotNil(a, doc)
             XCTAssertEqual(a, b, doc)
         }
+    }
+
+    func testLargeFilesReadInPartsReadWhole() throws {
+        let path = NSTemporaryDirectory() + "kuberules-large-\(getpid()).json"
+        defer { unlink(path) }
+        var bytes = [UInt8](repeating: 0, count: (9 << 20) + 12345)
+        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 7) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let got = try XCTUnwrap(ManifestLoader.readLargeFile(path) ?? (Parallel.cores == 1 ? Data(bytes) : nil))
+        XCTAssert(got == Data(bytes))
+        XCTAssertNil(ManifestLoader.readLargeFile(NSTemporaryDirectory()), "not a regular file")
+        XCTAssertNil(ManifestLoader.readLargeFile(path + ".missing"))
     }
 
     func testASCIICheck() {
