@@ -27,7 +27,9 @@ extension FastJSON.Parser {
 
     enum FieldResult { case read, skip, fail }
 
-    /// A key as its bytes (nil when it has an escape or a control character: the reader gives up).
+    /// A key as its bytes (nil when it has an escape, a control character or a byte that is not
+    /// ASCII: the reader gives up. Two keys that differ only in Unicode normalization are one
+    /// key to the tree path, which then refuses the object; bytes alone cannot tell.)
     struct Key {
         let bytes: UnsafeBufferPointer<UInt8>
         static func == (k: Key, s: StaticString) -> Bool {
@@ -46,7 +48,7 @@ extension FastJSON.Parser {
                 pos = i + 1
                 return Key(bytes: UnsafeBufferPointer(rebasing: bytes[begin..<i]))
             }
-            if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
+            if c == UInt8(ascii: "\\") || c < 0x20 || c >= 0x80 { return nil }
             i += 1
         }
         return nil

@@ -25,7 +25,8 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     public init?(_ text: String) {
         var text = text
         let parsed: IPAddress? = text.withUTF8 { buf -> IPAddress? in
-            if buf.isEmpty || buf.count > 45 { return nil }
+            // (inet_pton would stop at a NUL and take what is before it.)
+            if buf.isEmpty || buf.count > 45 || buf.contains(0) { return nil }
             var isV6 = false
             for b in buf { if b == UInt8(ascii: ":") { isV6 = true; break } }
             if !isV6 { return IPAddress.parseIPv4(buf) }

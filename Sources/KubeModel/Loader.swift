@@ -91,11 +91,13 @@ public struct ManifestLoader {
     /// page cache took 20 ms before anything else could start); nil for anything else, or when
     /// the file did not read back whole, and the caller reads it the plain way.
     static func readLargeFile(_ path: String) -> Data? {
-        let fd = open(path, O_RDONLY)
+        // Checked before opening: opening and closing a named pipe would lose what it holds.
+        var st = stat()
+        guard Parallel.cores > 1, stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size >= 8 << 20 else { return nil }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size >= 8 << 20, Parallel.cores > 1 else { return nil }
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         let size = Int(st.st_size)
         guard let buffer = malloc(size) else { return nil }
         nonisolated(unsafe) let base = buffer

@@ -309,6 +309,13 @@ public enum NftBackend {
             NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: sortedUnique(ips).map { .element(value($0), value($0)) })
         }
         let hairpinRule = NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin")
+        var tableEndpointMaps = [NftSet]()
+        if !sharded {
+            // The hairpin set (sorting every endpoint address) beside the endpoint maps.
+            let (maps, hairpinMembers) = Parallel.both({ endpointMapSets(shard: 0) }, { hairpinSet(hairpin) })
+            t.add(hairpinMembers)
+            tableEndpointMaps = try! maps.get()  // endpointMapSets does not throw
+        }
 
         var nodePortMatch: NftStatement
         var nodePortIPs: NftSet?
@@ -334,12 +341,7 @@ public enum NftBackend {
                                   elements: order.map { elements[Int($0 & 0xffff_ffff)] })
             }.compactMap { $0 }
         }
-        if !sharded {
-            // The hairpin set (sorting every endpoint address) beside the endpoint maps.
-            let (hairpinResult, maps) = Parallel.both({ hairpinSet(hairpin) }, { endpointMapSets(shard: 0) })
-            if case .success(let h) = hairpinResult { t.add(h) }
-            for m in maps { t.add(m) }
-        }
+        for m in tableEndpointMaps { t.add(m) }
 
         // Fixed chains.
         let loopback = plan.family == .ipv4 ? "127.0.0.0/8" : "::1/128"

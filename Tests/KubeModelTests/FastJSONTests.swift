@@ -109,6 +109,11 @@ final class FastJSONTests: XCTestCase {
         XCTAssert(got == Data(bytes))
         XCTAssertNil(ManifestLoader.readLargeFile(NSTemporaryDirectory()), "not a regular file")
         XCTAssertNil(ManifestLoader.readLargeFile(path + ".missing"))
+        // A named pipe is not opened (opening and closing it would lose what it holds).
+        let fifo = path + ".fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        defer { unlink(fifo) }
+        XCTAssertNil(ManifestLoader.readLargeFile(fifo))
     }
 
     func testASCIICheck() {
