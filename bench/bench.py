@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.abspath(os.environ.get("KUBERULES", os.path.join(ROOT, ".build/release/kuberules")))
 NS = [int(x) for x in os.environ.get("BENCH_N", "1000 10000").split()]
 M = int(os.environ.get("BENCH_M", "10"))
+COMPILE_RUNS = int(os.environ.get("BENCH_COMPILE_RUNS", "5"))
 SLOW = os.environ.get("BENCH_SLOW", "1") == "1"
 # kube-proxy's nftables layout at 10k+ (minutes); on by default unless BENCH_SLOW=0.
 KUBE_PROXY = os.environ.get("BENCH_KUBE_PROXY", "1" if SLOW else "0") == "1"
@@ -103,15 +104,23 @@ def bench_size(n):
     size = os.path.getsize(cluster) / 1e6
     out("### %d services × %d endpoints (%.0f MB of JSON)" % (n, M, size))
     out()
-    out("| compile (render to text) | time | peak memory | output |")
+    out("| compile (render to text), median of %d interleaved runs (range) | time | peak memory | output |" % COMPILE_RUNS)
     out("|---|---|---|---|")
     texts = {}
-    for backend, extra in (("iptables", ["--with-jumps"]), ("nftables", []), ("ipvs", [])):
-        path = os.path.join(d, "rules." + backend)
-        t, rss = timed([BIN, "render", "--backend", backend] + extra + NODE + [cluster], path)
-        texts[backend] = path
-        lines = sum(1 for _ in open(path))
-        out("| `render --backend %s` | %.2f s | %.0f MB | %d lines |" % (backend, t, rss, lines))
+    backends = (("iptables", ["--with-jumps"]), ("nftables", []), ("ipvs", []))
+    runs = {b: [] for b, _ in backends}
+    # Interleaved, so that a slow moment of this shared machine falls on every backend alike.
+    for _ in range(COMPILE_RUNS):
+        for backend, extra in backends:
+            path = os.path.join(d, "rules." + backend)
+            runs[backend].append(timed([BIN, "render", "--backend", backend] + extra + NODE + [cluster], path))
+            texts[backend] = path
+    for backend, _ in backends:
+        times = sorted(t for t, _ in runs[backend])
+        rss = max(r for _, r in runs[backend])
+        lines = sum(1 for _ in open(texts[backend]))
+        out("| `render --backend %s` | %.2f s (%.2f–%.2f) | %.0f MB | %d lines |"
+            % (backend, times[len(times) // 2], times[0], times[-1], rss, lines))
     out()
 
     out("| load into an empty namespace | time | ratio (time ÷ kuberules) |")
