@@ -69,6 +69,33 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
 
     public var v4: UInt32 { UInt32(truncatingIfNeeded: lo) }
 
+    /// `body` of the dotted quad, with `:port` when given, written into a stack buffer (an IPv4
+    /// address's text and an `IP:PORT` are made for every endpoint; interpolation cost 2 µs).
+    public func withIPv4Text<R>(port: Int?, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        var buffer: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        return withUnsafeMutableBytes(of: &buffer) { raw -> R in
+            var n = 0
+            func put(_ c: UInt8) { raw[n] = c; n += 1 }
+            func decimal(_ v: Int) {
+                if v >= 10_000 { put(0x30 + UInt8(v / 10_000)) }
+                if v >= 1_000 { put(0x30 + UInt8(v / 1_000 % 10)) }
+                if v >= 100 { put(0x30 + UInt8(v / 100 % 10)) }
+                if v >= 10 { put(0x30 + UInt8(v / 10 % 10)) }
+                put(0x30 + UInt8(v % 10))
+            }
+            let v = v4
+            for k in 0..<4 {
+                if k > 0 { put(UInt8(ascii: ".")) }
+                decimal(Int(v >> (24 - 8 * UInt32(k)) & 0xff))
+            }
+            if let port, (0...65535).contains(port) {
+                put(UInt8(ascii: ":"))
+                decimal(port)
+            }
+            return body(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n))
+        }
+    }
+
     /// The 4 or 16 address bytes in network order.
     public var bytes: [UInt8] {
         if family == .ipv4 {
@@ -87,10 +114,7 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
 
     /// Canonical text: dotted quad, or RFC 5952 for IPv6 (what Go's net.IP.String() prints).
     public var description: String {
-        if family == .ipv4 {
-            let v = v4
-            return "\(v >> 24).\((v >> 16) & 0xff).\((v >> 8) & 0xff).\(v & 0xff)"
-        }
+        if family == .ipv4 { return withIPv4Text(port: nil) { String(decoding: $0, as: UTF8.self) } }
         var groups = [UInt16](repeating: 0, count: 8)
         for i in 0..<4 { groups[i] = UInt16((hi >> (UInt64(3 - i) * 16)) & 0xffff) }
         for i in 0..<4 { groups[4 + i] = UInt16((lo >> (UInt64(3 - i) * 16)) & 0xffff) }

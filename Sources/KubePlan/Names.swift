@@ -21,21 +21,21 @@ public enum ChainHash {
 
     /// RFC 4648 base32 of sha256(text), first `count` characters (count <= 16 uses 10 bytes).
     public static func base32SHA256(_ text: String, count: Int = 16) -> String {
-        let digest = Array(SHA256.hash(data: Array(text.utf8)))
-        var out = [UInt8]()
-        out.reserveCapacity(count)
-        var buffer: UInt64 = 0
-        var bits = 0
-        var i = 0
-        while out.count < count {
-            if bits < 5 {
-                buffer = (buffer << 8) | UInt64(digest[i]); i += 1; bits += 8
+        var text = text
+        let digest = text.withUTF8 { SHA256.hash(data: $0) }
+        return digest.withUnsafeBytes { d -> String in
+            String(unsafeUninitializedCapacity: count) { out -> Int in
+                var buffer: UInt64 = 0, bits = 0, i = 0
+                for k in 0..<count {
+                    if bits < 5 {
+                        buffer = (buffer << 8) | UInt64(d[i]); i += 1; bits += 8
+                    }
+                    out[k] = alphabet[Int((buffer >> UInt64(bits - 5)) & 31)]
+                    bits -= 5
+                }
+                return count
             }
-            let idx = Int((buffer >> UInt64(bits - 5)) & 31)
-            bits -= 5
-            out.append(alphabet[idx])
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// The 16-character hash kube-proxy uses for KUBE-SVC/SVL/EXT/FW chains.

@@ -19,7 +19,10 @@ public struct PlannedEndpoint: Sendable, Hashable {
     }
 
     /// `IP:PORT`, or `[IP]:PORT` for IPv6 (Go's net.JoinHostPort).
-    public var hostPort: String { ip.family == .ipv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)" }
+    public var hostPort: String {
+        if ip.family == .ipv4, (0...65535).contains(port) { return ip.withIPv4Text(port: port) { String(decoding: $0, as: UTF8.self) } }
+        return ip.family == .ipv4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
+    }
 
     /// Endpoints in the order of their `hostPort` text (kube-proxy's order), those with the
     /// same address and port merged into one: `keep(kept, next)` in input order. The key is

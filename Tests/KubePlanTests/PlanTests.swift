@@ -159,6 +159,16 @@ final class FingerprintCoverageTests: XCTestCase {
         XCTAssertNotEqual(e.fingerprintWithoutEndpoints, f.fingerprintWithoutEndpoints)
     }
 
+    func testHostPortText() {
+        for (ip, port) in [("0.0.0.0", 0), ("10.128.0.10", 8080), ("255.255.255.255", 65535), ("1.2.3.4", 9), ("100.99.10.1", 10000)] {
+            let e = PlannedEndpoint(ip: IPAddress(ip)!, port: port, isLocal: false, ready: true, serving: true, terminating: false)
+            XCTAssertEqual(e.hostPort, "\(ip):\(port)")
+            XCTAssertEqual(IPAddress(ip)!.description, ip)
+        }
+        let v6 = PlannedEndpoint(ip: IPAddress("fd00::1")!, port: 80, isLocal: false, ready: true, serving: true, terminating: false)
+        XCTAssertEqual(v6.hostPort, "[fd00::1]:80")
+    }
+
     /// Endpoints are ordered by their `IP:PORT` text, as kube-proxy orders them, whether the
     /// key is built without the text (IPv4) or is the text (a mix with IPv6).
     func testEndpointsSortByHostPortText() {
