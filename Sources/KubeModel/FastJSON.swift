@@ -211,17 +211,25 @@ enum FastJSON {
                 // true, false, null or a number: the token up to the next delimiter, resolved as a
                 // plain YAML scalar so both paths agree on every value.
                 let begin = pos
-                while pos < end {
-                    let c = bytes[pos]
-                    if c == UInt8(ascii: ",") || c == UInt8(ascii: "}") || c == UInt8(ascii: "]")
-                        || c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D { break }
-                    pos += 1
-                }
+                pos = tokenEnd(from: pos)
                 if let v = FastJSON.simpleScalar(UnsafeBufferPointer(rebasing: bytes[begin..<pos])) { return KNode(v, line: start) }
                 let token = String(decoding: UnsafeBufferPointer(rebasing: bytes[begin..<pos]), as: UTF8.self)
                 guard FastJSON.isJSONLiteral(token) else { return nil }
                 return KNode(YamlConversion.resolvePlain(token), line: start)
             }
+        }
+
+        /// Where a bare token (true, false, null or a number) that starts at `from` ends: at the
+        /// next delimiter or white space.
+        func tokenEnd(from: Int) -> Int {
+            var i = from
+            while i < end {
+                let c = bytes[i]
+                if c == UInt8(ascii: ",") || c == UInt8(ascii: "}") || c == UInt8(ascii: "]")
+                    || c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D { break }
+                i += 1
+            }
+            return i
         }
 
         /// The root's `items` list at `pos`, parsed in parts with `transform` applied to each

@@ -110,14 +110,7 @@ extension FastJSON.Parser {
 
     /// The scalar token at `pos` when it is one `FastJSON.simpleScalar` reads (pos after it).
     private mutating func scalar() -> KNode.Value? {
-        let begin = pos
-        var i = pos
-        while i < end {
-            let c = bytes[i]
-            if c == UInt8(ascii: ",") || c == UInt8(ascii: "}") || c == UInt8(ascii: "]")
-                || c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D { break }
-            i += 1
-        }
+        let begin = pos, i = tokenEnd(from: pos)
         guard i > begin, let v = FastJSON.simpleScalar(UnsafeBufferPointer(rebasing: bytes[begin..<i])) else { return nil }
         pos = i
         return v
