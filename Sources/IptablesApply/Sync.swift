@@ -97,7 +97,7 @@ public enum IptablesSync {
                 head.append(":\(chain) - [0:0]"); body += lines
             }
             // Stale chains of ours: flushed, then deleted after every rewritten chain stopped using them.
-            for chain in have.chains where Ownership.isOurs(chain) && want.rules[chain] == nil {
+            for chain in have.chains where Ownership.isOurs(chain) && !want.contains(chain) {
                 changes.append(.deleteChain(table: name, chain: chain, rules: have.rules[chain]?.count ?? 0))
                 head.append(":\(chain) - [0:0]"); tail.append("-X \(chain)")
             }

@@ -46,8 +46,7 @@ public enum IptablesBackend {
 
         rs.nat.append(postroutingChain, "-m mark ! --mark \(mark)/\(mark) -j RETURN")
         rs.nat.append(postroutingChain, "-j MARK --xor-mark \(mark)")
-        rs.nat.append(postroutingChain, "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE" +
-                      (options.masqueradeRandomFully ? " --random-fully" : ""))
+        rs.nat.append(postroutingChain, "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE\(options.masqueradeRandomFully ? " --random-fully" : "")")
         rs.nat.append(markMasqChain, "-j MARK --or-mark \(mark)")
 
         if !ipv6 && plan.localhostNodePorts {
@@ -66,9 +65,9 @@ public enum IptablesBackend {
         let large = plan.largeClusterMode
         let probabilities = ProbabilityTable(upTo: plan.services.reduce(1) { max($0, $1.clusterEndpoints.count, $1.localEndpoints.count) })
 
-        // Each service port's rules are built on its own (in parallel) and replayed in order.
-        struct Piece { var nat = IptablesOps(), filter = IptablesOps() }
-        var pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (k: Int) -> Piece in
+        // Each service port's rules are written on its own (in parallel) and added in order.
+        struct Piece { var nat = IptablesText(), filter = IptablesText() }
+        let pieces = Parallel.map(count: plan.services.count, minimumPerTask: 256) { (k: Int) -> Piece in
             let svc = plan.services[k]
             var rs = Piece()
             let spn = svc.nameString
@@ -175,36 +174,33 @@ public enum IptablesBackend {
                 rs.nat.append(fwChain, "-m comment --comment \"other traffic to \(spn) will be dropped by KUBE-PROXY-FIREWALL\"")
             }
 
-            // KUBE-SEP names (a SHA-256 each), computed once per endpoint.
-            var seps = [String: String](minimumCapacity: svc.reachableEndpoints.count)
-            for ep in svc.reachableEndpoints { seps[ep.hostPort] = endpointChain(svc, ep) }
+            // IP:PORT and the KUBE-SEP name (a SHA-256) of each endpoint, made once.
+            let endpoints = EndpointNames(svc)
 
             // Policy chains.
             if svc.usesClusterPolicy {
                 rs.nat.declare(svcChain)
-                writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, seps, large: large, probabilities: probabilities)
+                writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, endpoints, large: large, probabilities: probabilities)
             }
             if svc.usesLocalPolicy {
                 rs.nat.declare(svlChain)
-                writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, seps, large: large, probabilities: probabilities)
+                writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, endpoints, large: large, probabilities: probabilities)
             }
 
             // Endpoint chains.
-            let comment = large ? "" : "-m comment --comment \(spn) "
-            for ep in svc.reachableEndpoints {
-                let sep = seps[ep.hostPort] ?? endpointChain(svc, ep)
+            let comment: IptablesArgs = large ? "" : "-m comment --comment \(spn) "
+            for (k, ep) in svc.reachableEndpoints.enumerated() {
+                let sep = endpoints.chains[k]
                 rs.nat.declare(sep)
                 rs.nat.append(sep, "\(comment)-s \(ep.ip) -j \(markMasqChain)")
-                let recent = svc.affinityTimeout != nil ? "-m recent --name \(sep) --set " : ""
-                rs.nat.append(sep, "\(comment)\(recent)\(proto) -j DNAT --to-destination \(ep.hostPort)")
+                let recent: IptablesArgs = svc.affinityTimeout != nil ? "-m recent --name \(sep) --set " : ""
+                rs.nat.append(sep, "\(comment)\(recent)\(proto) -j DNAT --to-destination \(endpoints.hostPorts[k])")
             }
             return rs
         }
-        // Each piece is dropped once replayed (its lines live on in the tables).
-        for i in pieces.indices {
-            pieces[i].nat.replay(into: &rs.nat)
-            pieces[i].filter.replay(into: &rs.filter)
-            pieces[i] = Piece()
+        for piece in pieces {
+            rs.nat.add(piece.nat)
+            rs.filter.add(piece.filter)
         }
 
         // The tail call to the node ports chain: must stay the last rule of KUBE-SERVICES.
@@ -234,25 +230,44 @@ public enum IptablesBackend {
         "KUBE-SEP-" + ChainHash.endpoint(svc.nameString, svc.proto, ep.hostPort)
     }
 
+    /// `IP:PORT` and KUBE-SEP-… of each of a service port's reachable endpoints (the cluster
+    /// and local endpoints are among them).
+    struct EndpointNames {
+        struct Key: Hashable { var ip: IPAddress; var port: Int }
+        let hostPorts: [String], chains: [String]
+        private let index: [Key: Int]
+        init(_ svc: ServicePortPlan) {
+            let eps = svc.reachableEndpoints
+            hostPorts = eps.map(\.hostPort)
+            chains = hostPorts.map { "KUBE-SEP-" + ChainHash.endpoint(svc.nameString, svc.proto, $0) }
+            var index = [Key: Int](minimumCapacity: eps.count)
+            for (k, ep) in eps.enumerated() { index[Key(ip: ep.ip, port: ep.port)] = k }
+            self.index = index
+        }
+        /// The endpoint's IP:PORT and chain.
+        func names(_ svc: ServicePortPlan, _ ep: PlannedEndpoint) -> (hostPort: String, chain: String) {
+            if let k = index[Key(ip: ep.ip, port: ep.port)] { return (hostPorts[k], chains[k]) }
+            return (ep.hostPort, endpointChain(svc, ep))
+        }
+    }
+
     static func writeEndpointDispatch<Sink: IptablesSink>(_ nat: inout Sink, _ chain: String, _ svc: ServicePortPlan,
-                                      _ endpoints: [PlannedEndpoint], _ seps: [String: String], large: Bool,
+                                      _ endpoints: [PlannedEndpoint], _ names: EndpointNames, large: Bool,
                                       probabilities: ProbabilityTable) {
         let spn = svc.nameString
         if let timeout = svc.affinityTimeout {
             for ep in endpoints {
-                let sep = seps[ep.hostPort] ?? endpointChain(svc, ep)
-                let comment = large ? "" : "-m comment --comment \"\(spn) -> \(ep.hostPort)\" "
+                let (hostPort, sep) = names.names(svc, ep)
+                let comment: IptablesArgs = large ? "" : "-m comment --comment \"\(spn) -> \(hostPort)\" "
                 nat.append(chain, "\(comment)-m recent --name \(sep) --rcheck --seconds \(timeout) --reap -j \(sep)")
             }
         }
         let n = endpoints.count
         for (i, ep) in endpoints.enumerated() {
-            let sep = seps[ep.hostPort] ?? endpointChain(svc, ep)
-            var args = large ? "" : "-m comment --comment \"\(spn) -> \(ep.hostPort)\" "
-            if i < n - 1 {
-                args += "-m statistic --mode random --probability \(probabilities.get(n - i)) "
-            }
-            nat.append(chain, "\(args)-j \(sep)")
+            let (hostPort, sep) = names.names(svc, ep)
+            let comment: IptablesArgs = large ? "" : "-m comment --comment \"\(spn) -> \(hostPort)\" "
+            let statistic: IptablesArgs = i < n - 1 ? "-m statistic --mode random --probability \(probabilities.get(n - i)) " : ""
+            nat.append(chain, "\(comment)\(statistic)-j \(sep)")
         }
     }
 

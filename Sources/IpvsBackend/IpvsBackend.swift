@@ -343,7 +343,7 @@ public enum IpvsBackend {
         ]
         for (set, table, from, to, match, proto) in tails where !isEmpty(set) {
             let p = proto.isEmpty ? "" : "-p \(proto) "
-            let rule = "\(p)\(comment(set)) -m set --match-set \(name(set)) \(match) -j \(to)"
+            let rule: IptablesArgs = "\(p)\(comment(set)) -m set --match-set \(name(set)) \(match) -j \(to)"
             if table == "nat" { rs.nat.append(from, rule) } else { rs.filter.append(from, rule) }
         }
 
@@ -395,8 +395,7 @@ public enum IpvsBackend {
 
         rs.nat.append(postroutingChain, "-m mark ! --mark \(mark)/\(mark) -j RETURN")
         rs.nat.append(postroutingChain, "-j MARK --xor-mark \(mark)")
-        rs.nat.append(postroutingChain, "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"
-                      + (options.masqueradeRandomFully ? " --random-fully" : ""))
+        rs.nat.append(postroutingChain, "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE\(options.masqueradeRandomFully ? " --random-fully" : "")")
         rs.nat.append(markMasqChain, "-j MARK --or-mark \(mark)")
 
         rs.jumps = jumps

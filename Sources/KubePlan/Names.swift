@@ -21,9 +21,19 @@ public enum ChainHash {
 
     /// RFC 4648 base32 of sha256(text), first `count` characters (count <= 16 uses 10 bytes).
     public static func base32SHA256(_ text: String, count: Int = 16) -> String {
+        var h = SHA256()
+        update(&h, text)
+        return base32(h.finalize(), count: count)
+    }
+
+    /// The text's UTF-8 bytes into the hash (no concatenated String per chain name).
+    private static func update(_ h: inout SHA256, _ text: String) {
         var text = text
-        let digest = text.withUTF8 { SHA256.hash(data: $0) }
-        return digest.withUnsafeBytes { d -> String in
+        text.withUTF8 { h.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+    }
+
+    private static func base32(_ digest: SHA256.Digest, count: Int) -> String {
+        digest.withUnsafeBytes { d -> String in
             String(unsafeUninitializedCapacity: count) { out -> Int in
                 var buffer: UInt64 = 0, bits = 0, i = 0
                 for k in 0..<count {
@@ -40,11 +50,15 @@ public enum ChainHash {
 
     /// The 16-character hash kube-proxy uses for KUBE-SVC/SVL/EXT/FW chains.
     public static func portProto(_ spn: String, _ proto: L4Protocol) -> String {
-        base32SHA256(spn + proto.lower)
+        var h = SHA256()
+        update(&h, spn); update(&h, proto.lower)
+        return base32(h.finalize(), count: 16)
     }
 
     /// The 16-character hash for a KUBE-SEP chain (`endpoint` is `IP:PORT` or `[IP]:PORT`).
     public static func endpoint(_ spn: String, _ proto: L4Protocol, _ endpoint: String) -> String {
-        base32SHA256(spn + proto.lower + endpoint)
+        var h = SHA256()
+        update(&h, spn); update(&h, proto.lower); update(&h, endpoint)
+        return base32(h.finalize(), count: 16)
     }
 }

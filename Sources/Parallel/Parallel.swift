@@ -71,6 +71,45 @@ extension Parallel {
         return (ra!, rb!)
     }
 
+    /// The byte arrays one after the other in one allocation, copied on every core (the text
+    /// of 10,000 services is 15–40 MB: growing one array part by part copies it again and again).
+    public static func join(_ parts: [[UInt8]]) -> [UInt8] {
+        var offsets = [0]
+        offsets.reserveCapacity(parts.count + 1)
+        for p in parts { offsets.append(offsets[offsets.count - 1] + p.count) }
+        let total = offsets[offsets.count - 1]
+        guard total > 0 else { return [] }
+        return [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+            nonisolated(unsafe) let base = buffer.baseAddress!
+            _ = mapRuns(count: parts.count, minimumCount: 64) { (range: Range<Int>) -> Void in
+                for i in range where !parts[i].isEmpty {
+                    parts[i].withUnsafeBufferPointer { (base + offsets[i]).initialize(from: $0.baseAddress!, count: $0.count) }
+                }
+            }
+            initialized = total
+        }
+    }
+
+    /// `array` sorted by `areInIncreasingOrder`, its two halves sorted side by side and then
+    /// merged (stable, like `sorted(by:)`).
+    @inlinable
+    public static func sorted<T>(_ array: [T], by areInIncreasingOrder: (T, T) -> Bool) -> [T] {
+        guard cores > 1, array.count >= 4096 else { return array.sorted(by: areInIncreasingOrder) }
+        let mid = array.count / 2
+        let (a, b) = both({ array[..<mid].sorted(by: areInIncreasingOrder) }, { array[mid...].sorted(by: areInIncreasingOrder) })
+        let left = try! a.get(), right = b
+        var out = [T]()
+        out.reserveCapacity(array.count)
+        var i = 0, j = 0
+        while i < left.count && j < right.count {
+            // Equal elements: the left half's first (stable).
+            if areInIncreasingOrder(right[j], left[i]) { out.append(right[j]); j += 1 } else { out.append(left[i]); i += 1 }
+        }
+        out.append(contentsOf: left[i...])
+        out.append(contentsOf: right[j...])
+        return out
+    }
+
     /// Drops a large value on a background thread: freeing a tree of a million nodes takes a
     /// noticeable part of a second, which need not be spent on the caller's critical path.
     /// The caller must not keep other references it later releases itself (the last release frees).

@@ -173,7 +173,7 @@ enum IpvsCommands {
         let plan = try kernelOperation("reading IPVS state") { try applier.plan(desired) }
         let ipsets = try hostStep { IpsetDiff.script(desired: config.ipsets, current: try HostTools.currentIpsets()) }
         let rules = config.families.reduce(0) { n, f in
-            n + f.iptables.filter.rules.values.reduce(0) { $0 + $1.count } + f.iptables.nat.rules.values.reduce(0) { $0 + $1.count }
+            n + f.iptables.filter.totalRules + f.iptables.nat.totalRules
         }
         if dryRun {
             for line in ipsets.listing { print("ipset " + line) }
