@@ -45,6 +45,7 @@ let package = Package(
             "IpvsModel", "IpvsBackend", "IpvsApply", "Parallel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .testTarget(name: "ParallelTests", dependencies: ["Parallel"]),
         .testTarget(name: "KubeModelTests", dependencies: ["KubeModel", "Parallel"]),
         .testTarget(name: "KubePlanTests", dependencies: ["KubePlan"]),
         .testTarget(name: "IptablesBackendTests", dependencies: ["IptablesBackend", "IptablesApply", "KubePlan", "KubeModel"],

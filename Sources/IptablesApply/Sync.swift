@@ -76,8 +76,9 @@ public enum IptablesSync {
             let have = kernel[name] ?? SavedTable(name: name)
             var head = [String](), body = [String](), tail = [String]()
             var changes = [SyncChange]()
-            for chain in want.canonicalChains {
-                let lines = want.chainLines(chain)
+            let wanted = want.canonicalRules
+            let wantedNames = Set(wanted.map(\.chain))
+            for (chain, lines) in wanted {
                 guard let current = have.rules[chain] else {
                     changes.append(.addChain(table: name, chain: chain, rules: lines.count))
                     head.append(":\(chain) - [0:0]"); body += lines
@@ -97,7 +98,7 @@ public enum IptablesSync {
                 head.append(":\(chain) - [0:0]"); body += lines
             }
             // Stale chains of ours: flushed, then deleted after every rewritten chain stopped using them.
-            for chain in have.chains where Ownership.isOurs(chain) && !want.contains(chain) {
+            for chain in have.chains where Ownership.isOurs(chain) && !wantedNames.contains(chain) {
                 changes.append(.deleteChain(table: name, chain: chain, rules: have.rules[chain]?.count ?? 0))
                 head.append(":\(chain) - [0:0]"); tail.append("-X \(chain)")
             }
@@ -141,9 +142,9 @@ public enum IptablesSync {
         var s = SyncState()
         for name in tables {
             guard let want = desired.table(name), let have = kernel[name] else { continue }
-            for chain in want.chains {
+            for (chain, lines) in want.canonicalRules {
                 guard let saved = have.rules[chain] else { continue }
-                s.chains["\(name)/\(chain)"] = .init(rendered: SyncState.digest(want.chainLines(chain)),
+                s.chains["\(name)/\(chain)"] = .init(rendered: SyncState.digest(lines),
                                                      saved: SyncState.digest(saved))
             }
         }

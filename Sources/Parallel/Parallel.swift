@@ -48,8 +48,21 @@ extension Parallel {
     /// `count` reaches `minimumCount` (so uneven runs even out), else one range.
     @inlinable
     public static func mapRuns<T>(count: Int, minimumCount: Int, _ transform: (Range<Int>) -> T) -> [T] {
-        let runs = count < minimumCount ? 1 : 8 * cores
-        return map(count: runs) { (k: Int) -> T in transform((count * k / runs)..<(count * (k + 1) / runs)) }
+        let runs = count < minimumCount || cores == 1 ? 1 : 8 * cores
+        if runs == 1 { return [transform(0..<count)] }
+        // One run per iteration: a thread that finishes early takes the next run (`map` would
+        // hand each thread a fixed half of them).
+        let results = UnsafeMutableBufferPointer<T?>.allocate(capacity: runs)
+        results.initialize(repeating: nil)
+        defer { results.deinitialize(); results.deallocate() }
+        nonisolated(unsafe) let shared = results
+        withoutActuallyEscaping(transform) { transform in
+            nonisolated(unsafe) let transform = transform
+            DispatchQueue.concurrentPerform(iterations: runs) { k in
+                shared[k] = transform((count * k / runs)..<(count * (k + 1) / runs))
+            }
+        }
+        return results.map { $0! }
     }
 
     /// `a` and `b` at the same time (one on another thread when there is more than one core);
@@ -81,7 +94,8 @@ extension Parallel {
         guard total > 0 else { return [] }
         return [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
             nonisolated(unsafe) let base = buffer.baseAddress!
-            _ = mapRuns(count: parts.count, minimumCount: 64) { (range: Range<Int>) -> Void in
+            // (Parts are large: a few are worth spreading when the whole is.)
+            _ = mapRuns(count: parts.count, minimumCount: total >= 1 << 20 ? 2 : Int.max) { (range: Range<Int>) -> Void in
                 for i in range where !parts[i].isEmpty {
                     parts[i].withUnsafeBufferPointer { (base + offsets[i]).initialize(from: $0.baseAddress!, count: $0.count) }
                 }
