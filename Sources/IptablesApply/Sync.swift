@@ -19,10 +19,21 @@ public struct SyncState: Codable, Sendable, Equatable {
     static func digest(_ lines: [String]) -> String {
         var h = SHA256()
         for l in lines { h.update(data: Array(l.utf8)); h.update(data: [10]) }
+        return hex(h.finalize())
+    }
+
+    /// The digest of restore text (lines each ending in a newline): equals `digest(lines)`.
+    static func digest(_ text: [UInt8]) -> String {
+        var h = SHA256()
+        h.update(data: text)
+        return hex(h.finalize())
+    }
+
+    private static func hex(_ digest: SHA256.Digest) -> String {
         let hex = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(64)
-        for b in h.finalize() { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+        for b in digest { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
         return String(decoding: out, as: UTF8.self)
     }
 }
@@ -74,28 +85,28 @@ public enum IptablesSync {
         for name in tables {
             guard let want = desired.table(name) else { continue }
             let have = kernel[name] ?? SavedTable(name: name)
-            var head = [String](), body = [String](), tail = [String]()
+            var head = [String](), body = [UInt8](), bodyRules = 0, tail = [String]()
             var changes = [SyncChange]()
-            let wanted = want.canonicalRules
+            let wanted = want.canonicalTexts
             let wantedNames = Set(wanted.map(\.chain))
-            for (chain, lines) in wanted {
+            for (chain, rules, count) in wanted {
                 guard let current = have.rules[chain] else {
-                    changes.append(.addChain(table: name, chain: chain, rules: lines.count))
-                    head.append(":\(chain) - [0:0]"); body += lines
+                    changes.append(.addChain(table: name, chain: chain, rules: count))
+                    head.append(":\(chain) - [0:0]"); body += rules; bodyRules += count
                     continue
                 }
                 let same: Bool
                 if let state {
                     let s = state.chains["\(name)/\(chain)"]
-                    same = s?.rendered == SyncState.digest(lines) && s?.saved == SyncState.digest(current)
+                    same = s?.rendered == SyncState.digest(rules) && s?.saved == SyncState.digest(current)
                 } else if let canonical {
                     same = canonical[name]?.rules[chain] == current
                 } else {
                     same = false
                 }
                 if same { plan.unchangedChains += 1; continue }
-                changes.append(.changeChain(table: name, chain: chain, from: current.count, to: lines.count))
-                head.append(":\(chain) - [0:0]"); body += lines
+                changes.append(.changeChain(table: name, chain: chain, from: current.count, to: count))
+                head.append(":\(chain) - [0:0]"); body += rules; bodyRules += count
             }
             // Stale chains of ours: flushed, then deleted after every rewritten chain stopped using them.
             for chain in have.chains where Ownership.isOurs(chain) && !wantedNames.contains(chain) {
@@ -112,10 +123,10 @@ public enum IptablesSync {
             }
             if changes.isEmpty { continue }
             plan.changes += changes
-            plan.restoreRules += body.count + tail.count
+            plan.restoreRules += bodyRules + tail.count
             text += "*\(name)\n"
             for l in head { text += l; text += "\n" }
-            for l in body { text += l; text += "\n" }
+            text += String(decoding: body, as: UTF8.self)
             for l in tail { text += l; text += "\n" }
             text += "COMMIT\n"
         }
@@ -142,9 +153,9 @@ public enum IptablesSync {
         var s = SyncState()
         for name in tables {
             guard let want = desired.table(name), let have = kernel[name] else { continue }
-            for (chain, lines) in want.canonicalRules {
+            for (chain, rules, _) in want.canonicalTexts {
                 guard let saved = have.rules[chain] else { continue }
-                s.chains["\(name)/\(chain)"] = .init(rendered: SyncState.digest(lines),
+                s.chains["\(name)/\(chain)"] = .init(rendered: SyncState.digest(rules),
                                                      saved: SyncState.digest(saved))
             }
         }

@@ -70,9 +70,11 @@ public enum IptablesBackend {
         // that uneven services even out) and added in order.
         let pieces = Parallel.mapRuns(count: plan.services.count, minimumCount: 256) { (run: Range<Int>) -> Piece in
             var rs = Piece()
-            // About 3 rules of 130 bytes and 2 runs per endpoint, and a few per service port.
-            let n = plan.services[run].reduce(0) { $0 + 2 * $1.reachableEndpoints.count + $1.clusterEndpoints.count + $1.localEndpoints.count + 8 }
-            rs.nat.reserve(bytes: 130 * n, runs: n)
+            // Rules of about 130 bytes: two per endpoint chain, one per cluster and local
+            // endpoint, a few per service port; about one run per endpoint and a few per port.
+            let services = plan.services[run]
+            let rules = services.reduce(0) { $0 + 2 * $1.reachableEndpoints.count + $1.clusterEndpoints.count + $1.localEndpoints.count + 8 }
+            rs.nat.reserve(bytes: (large ? 70 : 130) * rules, runs: services.reduce(0) { $0 + $1.reachableEndpoints.count + 8 })
             for k in run {
                 let svc = plan.services[k]
                 let spn = svc.nameString

@@ -11,7 +11,7 @@ public protocol IptablesSink {
 /// The arguments of one rule (`-m comment --comment … -j KUBE-SVC-…`), written as UTF-8
 /// straight from a string literal and its interpolations: no String is made per rule (a
 /// ruleset at 10,000 services has 370,000 of them).
-public struct IptablesArgs: Sendable, ExpressibleByStringInterpolation {
+public struct IptablesArgs: Sendable, ExpressibleByStringInterpolation, CustomStringConvertible {
     public private(set) var bytes: [UInt8]
 
     public init(_ text: String) { bytes = Array(text.utf8) }
@@ -21,6 +21,7 @@ public struct IptablesArgs: Sendable, ExpressibleByStringInterpolation {
     public init(stringInterpolation: Interpolation) { bytes = stringInterpolation.bytes }
 
     public var isEmpty: Bool { bytes.isEmpty }
+    public var description: String { String(decoding: bytes, as: UTF8.self) }
 
     public struct Interpolation: StringInterpolationProtocol {
         public typealias StringLiteralType = StaticString
@@ -105,9 +106,11 @@ public struct IptablesText: Sendable, IptablesSink {
 /// each chain entry is a list of byte ranges in them.
 ///
 /// A chain declared in a piece gets its entry without a name lookup: at 10,000 services that is
-/// 120,000 chains, whose filing by name was a fifth of the compile. A name then has one entry,
-/// unless a piece declared a chain that also exists elsewhere (our backends never do); such
-/// entries are merged wherever the chain is read, with their rules in the order they were added.
+/// 120,000 chains, whose filing by name was a fifth of the compile. A name can then have several
+/// entries: a chain declared in two pieces, or declared in a piece and also named directly or by
+/// another piece (our backends do neither), or appended to by its own piece long after it was
+/// declared there. Such entries are merged wherever the chain is read, with their rules in the
+/// order they were added.
 public struct IptablesTable: Sendable, Equatable, IptablesSink {
     public let name: String
     /// Chain entries in creation order: name, first and last segment (-1: no rules), rules.
@@ -134,7 +137,8 @@ public struct IptablesTable: Sendable, Equatable, IptablesSink {
     public mutating func declare(_ chain: String) { _ = entry(named: chain) }
 
     private mutating func entry(named chain: String) -> Int {
-        // One hash lookup: the subscript inserts the next entry when the chain is new.
+        // One hash lookup: passing the defaulted subscript inout inserts `next` when the chain
+        // is new (its modify accessor stores the default), and reads the entry otherwise.
         let next = names.count
         let e = Self.value(&index[chain, default: next])
         if e == next { newEntry(chain) }
@@ -227,21 +231,31 @@ public struct IptablesTable: Sendable, Equatable, IptablesSink {
         return out
     }
 
-    /// One chain's rules as restore lines.
+    /// One chain's rules as restore lines (these single-chain queries scan the table: for tests
+    /// and a few lookups; partial syncs read `canonicalTexts`).
     public func chainLines(_ chain: String) -> [String] { Self.lines(chainText(chain)) }
 
     static func lines(_ text: [UInt8]) -> [String] {
         text.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// Every chain with its rules as restore lines, in canonical order (for partial syncs).
-    public var canonicalRules: [(chain: String, lines: [String])] {
+    /// Every chain with its rules as restore text (`-A …` lines, each ending in a newline) and
+    /// their number, in canonical order (for partial syncs; written on every core).
+    public var canonicalTexts: [(chain: String, text: [UInt8], rules: Int)] {
         let order = canonicalOrder
-        return order.groups.map { g in
-            var text = [UInt8]()
-            writeRules(Array(order.entries[g]), into: &text)
-            return (names[order.entries[g.lowerBound]], Self.lines(text))
-        }
+        let groups = order.groups
+        return Parallel.mapRuns(count: groups.count, minimumCount: 1024) { run in
+            groups[run].map { g -> (chain: String, text: [UInt8], rules: Int) in
+                var text = [UInt8]()
+                writeRules(order.entries[g], into: &text)
+                return (names[order.entries[g.lowerBound]], text, order.entries[g].reduce(0) { $0 + counts[$1] })
+            }
+        }.flatMap { $0 }
+    }
+
+    /// `canonicalTexts` with each chain's rules as lines.
+    public var canonicalRules: [(chain: String, lines: [String])] {
+        canonicalTexts.map { ($0.chain, Self.lines($0.text)) }
     }
 
     /// The rules of one entry, or of several entries of one chain in the order they were added.

@@ -45,21 +45,25 @@ public enum Parallel {
 
 extension Parallel {
     /// `transform` of consecutive ranges that cover `0..<count` in order: eight per core when
-    /// `count` reaches `minimumCount` (so uneven runs even out), else one range.
+    /// `count` reaches `minimumCount` and there is more than one core (so uneven runs even out),
+    /// else one range.
     @inlinable
     public static func mapRuns<T>(count: Int, minimumCount: Int, _ transform: (Range<Int>) -> T) -> [T] {
         let runs = count < minimumCount || cores == 1 ? 1 : 8 * cores
         if runs == 1 { return [transform(0..<count)] }
-        // One run per iteration: a thread that finishes early takes the next run (`map` would
-        // hand each thread a fixed half of them).
+        // `cores` workers, each taking the next run when it is done with one (`map` hands each
+        // thread a fixed share); never more threads than `cores` (KUBERULES_THREADS).
         let results = UnsafeMutableBufferPointer<T?>.allocate(capacity: runs)
         results.initialize(repeating: nil)
         defer { results.deinitialize(); results.deallocate() }
         nonisolated(unsafe) let shared = results
+        let next = RunCounter()
         withoutActuallyEscaping(transform) { transform in
             nonisolated(unsafe) let transform = transform
-            DispatchQueue.concurrentPerform(iterations: runs) { k in
-                shared[k] = transform((count * k / runs)..<(count * (k + 1) / runs))
+            DispatchQueue.concurrentPerform(iterations: cores) { _ in
+                while case let k = next.take(), k < runs {
+                    shared[k] = transform((count * k / runs)..<(count * (k + 1) / runs))
+                }
             }
         }
         return results.map { $0! }
@@ -130,5 +134,18 @@ extension Parallel {
     public static func releaseInBackground<T: Sendable>(_ value: T) {
         guard cores > 1 else { return }
         DispatchQueue.global(qos: .utility).async { withExtendedLifetime(value) {} }
+    }
+}
+
+/// Hands out 0, 1, 2, … to the workers of `Parallel.mapRuns`.
+@usableFromInline
+final class RunCounter: @unchecked Sendable {
+    @usableFromInline let lock = NSLock()
+    @usableFromInline var next = 0
+    @usableFromInline init() {}
+    @usableFromInline func take() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        next += 1
+        return next - 1
     }
 }
