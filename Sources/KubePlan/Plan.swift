@@ -192,20 +192,22 @@ public struct Plan: Sendable {
 public enum Planner {
     /// Builds the plan for one family. Deterministic: services sorted by service port name.
     public static func plan(cluster: Cluster, node: NodeConfig, family: IPFamily) -> Plan {
-        // Endpoint slices by service, this family only; v1 Endpoints only where no slice exists.
-        var slicesByService = [String: [EndpointSlice]]()
-        var servicesWithSlices = Set<String>()
-        for s in cluster.slices {
-            let key = s.ref.namespace + "/" + s.serviceName
-            servicesWithSlices.insert(key)
-            if s.family == family { slicesByService[key, default: []].append(s) }
+        // Endpoint slices by service (indices: slices, then v1 Endpoints after them), this family
+        // only; v1 Endpoints only where no slice exists. Copied out and sorted per service below.
+        struct Found { var anySlice = false; var indices: [Int] = [] }
+        var slicesByService = [ServiceKey: Found]()
+        let sliceCount = cluster.slices.count
+        for (i, s) in cluster.slices.enumerated() {
+            Self.update(&slicesByService[ServiceKey(namespace: s.ref.namespace, name: s.serviceName), default: Found()]) { f in
+                f.anySlice = true
+                if s.family == family { f.indices.append(i) }
+            }
         }
-        for s in cluster.legacyEndpoints {
-            let key = s.ref.namespace + "/" + s.serviceName
-            if servicesWithSlices.contains(key) { continue }
-            if s.family == family { slicesByService[key, default: []].append(s) }
+        for (i, s) in cluster.legacyEndpoints.enumerated() where s.family == family {
+            Self.update(&slicesByService[ServiceKey(namespace: s.ref.namespace, name: s.serviceName), default: Found()]) { f in
+                if !f.anySlice { f.indices.append(sliceCount + i) }
+            }
         }
-        for k in slicesByService.keys { slicesByService[k]!.sort { $0.ref.name < $1.ref.name } }
 
         let zone = node.zone
         let primary = node.primaryIP(family)
@@ -214,8 +216,9 @@ public enum Planner {
             let svc = cluster.services[i]
             if svc.type == .externalName || svc.headless { return ([], 0) }
             guard let clusterIP = svc.clusterIPs.first(where: { $0.family == family }) else { return ([], 0) }
-            let key = svc.namespace + "/" + svc.name
-            let slices = slicesByService[key] ?? []
+            let slices = (slicesByService[ServiceKey(namespace: svc.namespace, name: svc.name)]?.indices ?? [])
+                .map { $0 < sliceCount ? cluster.slices[$0] : cluster.legacyEndpoints[$0 - sliceCount] }
+                .sorted { $0.ref.name < $1.ref.name }
             let externalIPs = svc.externalIPs.filter { $0.family == family }
             let lbIPs = svc.loadBalancerIngress.filter { $0.ip.family == family && !$0.proxyMode }.map(\.ip)
             let ranges = svc.loadBalancerSourceRanges.filter { $0.family == family }
@@ -248,15 +251,64 @@ public enum Planner {
             total += s.endpoints
             out.append(contentsOf: s.ports)
         }
-        // By name (each name made once, not twice per comparison; names are unique).
-        let names = out.map(\.name.description)
-        out = out.indices.sorted { names[$0] < names[$1] }.map { out[$0] }
+        sortByName(&out)
         let (nodePorts, localhost) = node.nodePortSelection(family)
         return Plan(family: family, nodeName: node.nodeName, services: out, masqueradeBit: node.proxy.masqueradeBit,
                     masqueradeAll: node.proxy.masqueradeAll, localDetector: node.localDetector(family),
                     nodePorts: nodePorts, localhostNodePorts: localhost, primaryNodeIP: primary,
                     totalEndpoints: total, ipvsScheduler: node.proxy.ipvsScheduler,
                     nodeIPs: node.nodeIPs.filter { $0.family == family })
+    }
+
+    /// A Service's namespace and name, hashed as they are (not joined into a new String).
+    struct ServiceKey: Hashable {
+        let namespace: String
+        let name: String
+    }
+
+    private static func update<T>(_ value: inout T, _ body: (inout T) -> Void) { body(&value) }
+
+    /// Service ports by name (names are unique).
+    static func sortByName(_ ports: inout [ServicePortPlan]) {
+        permute(&ports, by: orderOf(names: ports.map(\.name.description)))
+    }
+
+    /// The indices of `names` in String order. ASCII names (Kubernetes names are) are ordered by
+    /// their first 16 bytes as two big-endian words, then as Strings: String order, without a
+    /// String comparison per step.
+    static func orderOf(names: [String]) -> [Int] {
+        guard names.allSatisfy({ $0.utf8.allSatisfy { $0 < 0x80 } }) else {
+            return names.indices.sorted { names[$0] != names[$1] ? names[$0] < names[$1] : $0 < $1 }
+        }
+        let keys = names.indices.map { i -> (UInt64, UInt64, Int) in
+            var w: (UInt64, UInt64) = (0, 0)
+            withUnsafeMutableBytes(of: &w) { raw in
+                for (k, b) in names[i].utf8.prefix(16).enumerated() { raw[k] = b }
+            }
+            return (UInt64(bigEndian: w.0), UInt64(bigEndian: w.1), i)
+        }
+        return keys.sorted { a, b in
+            if a.0 != b.0 { return a.0 < b.0 }
+            if a.1 != b.1 { return a.1 < b.1 }
+            if names[a.2] != names[b.2] { return names[a.2] < names[b.2] }
+            return a.2 < b.2
+        }.map(\.2)
+    }
+
+    /// `a[k] = old a[order[k]]`, by swapping along the permutation's cycles: elements are moved,
+    /// never copied (a copy of a service port plan retains a dozen arrays and strings).
+    static func permute<T>(_ a: inout [T], by order: [Int]) {
+        var done = [Bool](repeating: false, count: a.count)
+        for start in a.indices where !done[start] {
+            var k = start
+            while true {
+                done[k] = true
+                let next = order[k]
+                if next == start { break }
+                a.swapAt(k, next)
+                k = next
+            }
+        }
     }
 
     /// All endpoints of one service port, deduplicated by IP:PORT (a ready copy wins), sorted by IP:PORT.

@@ -102,6 +102,24 @@ final class PlanTests: XCTestCase {
         XCTAssertEqual(ips(s.clusterEndpoints), ["10.0.0.2"])
     }
 
+    func testNameOrderIsStringOrder() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("ab/:-09zé\u{0}") .map(String.init)
+        for round in 0..<200 {
+            let ascii = round % 2 == 0
+            let pool = ascii ? alphabet.filter { $0.utf8.allSatisfy { $0 < 0x80 } } : alphabet
+            let names = (0..<Int.random(in: 0...40, using: &rng)).map { _ in
+                // Long shared prefixes, so that the 16-byte keys tie.
+                (Bool.random(using: &rng) ? "ns-1234567890/svc-" : "") + (0..<Int.random(in: 0...6, using: &rng)).map { _ in pool.randomElement(using: &rng)! }.joined()
+            }
+            let order = Planner.orderOf(names: names)
+            XCTAssertEqual(order.map { names[$0] }, names.sorted(), "round \(round)")
+            var shuffled = names
+            Planner.permute(&shuffled, by: order)
+            XCTAssertEqual(shuffled, names.sorted())
+        }
+    }
+
     func testNodePortSelection() {
         var proxy = ProxyConfiguration()
         let node = { (p: ProxyConfiguration) in NodeConfig(nodeName: "n", nodeIPs: [IPAddress("192.168.0.2")!, IPAddress("10.1.0.2")!], proxy: p) }
