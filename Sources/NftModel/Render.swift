@@ -235,35 +235,43 @@ extension NftTable {
         // Elements in chunks of 1,000 per command (bounding lines and nft's per-command work),
         // written on every core and joined in order.
         let elementSets = sets.filter { !$0.elements.isEmpty }
-        // The backend adds them in order already; sorted only when they are not (checked on
-        // every core: a quarter of a million keys).
-        let sortedElements = Parallel.map(count: elementSets.count) { (k: Int) -> [NftElement] in
-            let elements = elementSets[k].elements
-            for i in elements.indices.dropFirst() where !(elements[i - 1].key < elements[i].key) {
-                return elements.sorted { $0.key < $1.key }
-            }
-            return elements
-        }
         var chunks: [(set: Int, range: Range<Int>)] = []
         for (k, s) in elementSets.enumerated() {
             for lo in stride(from: 0, to: s.elements.count, by: 1000) {
                 chunks.append((k, lo..<min(lo + 1000, s.elements.count)))
             }
         }
-        let elementTexts = Parallel.map(count: chunks.count, minimumPerTask: 8) { (k: Int) -> NftTextBytes in
-            let (i, range) = chunks[k]
-            let s = elementSets[i], sorted = sortedElements[i]
-            let keyTypes = s.key.fieldTypes, dataTypes = s.data?.fieldTypes ?? []
-            var text = NftTextBytes()
-            text.put("add element \(fam) \(tname) \(NftText.name(s.name)) {\n")
-            for j in range {
-                text.byte(UInt8(ascii: "\t"))
-                sorted[j].write(keyTypes: keyTypes, dataTypes: dataTypes, into: &text)
-                text.put(j + 1 < range.upperBound ? ",\n" : "\n")
+        // The backend adds them in order already; sorted only when they are not (checked chunk
+        // by chunk on every core: a quarter of a million keys, 100,000 of them in one set).
+        let unsorted = Parallel.mapRuns(count: chunks.count, minimumCount: 16) { (run: Range<Int>) -> [Int] in
+            run.compactMap { k -> Int? in
+                let (i, range) = chunks[k]
+                let elements = elementSets[i].elements
+                for j in range where j > 0 && !(elements[j - 1].key < elements[j].key) { return i }
+                return nil
             }
-            text.put("}\n")
-            return text
+        }.flatMap { $0 }
+        let sortedElements = Parallel.map(count: elementSets.count) { (k: Int) -> [NftElement] in
+            unsorted.contains(k) ? elementSets[k].elements.sorted { $0.key < $1.key } : elementSets[k].elements
         }
+        // Chunks of one large set cost alike, chunks of different sets do not: runs are handed
+        // to whichever core is free.
+        let elementTexts = Parallel.mapRuns(count: chunks.count, minimumCount: 16) { (run: Range<Int>) -> [NftTextBytes] in
+            run.map { (k: Int) -> NftTextBytes in
+                let (i, range) = chunks[k]
+                let s = elementSets[i], sorted = sortedElements[i]
+                let keyTypes = s.key.fieldTypes, dataTypes = s.data?.fieldTypes ?? []
+                var text = NftTextBytes()
+                text.put("add element \(fam) \(tname) \(NftText.name(s.name)) {\n")
+                for j in range {
+                    text.byte(UInt8(ascii: "\t"))
+                    sorted[j].write(keyTypes: keyTypes, dataTypes: dataTypes, into: &text)
+                    text.put(j + 1 < range.upperBound ? ",\n" : "\n")
+                }
+                text.put("}\n")
+                return text
+            }
+        }.flatMap { $0 }
         parts.append(out)
         parts += elementTexts
         out = NftTextBytes()

@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import NftModel
 @testable import NftBackend
@@ -35,6 +36,28 @@ final class RenderTextTests: XCTestCase {
         XCTAssertEqual(lines[c + 3], "\t\t" + #"goto "needs \"quotes\"" comment "a \"quoted\" comment""#)
         XCTAssertEqual(lines[c + 4], "\t}")
         XCTAssertThrowsError(try rs.renderChecked())
+    }
+
+    func testElementsPrintInKeyOrderWhateverOrderTheyWereAdded() {
+        // 6,000 keys (18 chunks of 1,000): in order, reversed, and in order but for one pair across a 1,000 boundary.
+        func element(_ n: Int) -> NftElement { .element(NftValue(type: .ipv4Addr, bytes: [10, 0, UInt8(n >> 8), UInt8(n & 255)])) }
+        var swapped = Array(0..<6000)
+        swapped.swapAt(999, 1000)
+        var t = NftTable(family: .ip, name: "t")
+        for (name, order) in [("a", Array(0..<6000)), ("b", Array((0..<6000).reversed())), ("c", swapped)] {
+            t.add(NftSet.set(name, .type(.ipv4Addr), elements: order.map(element)))
+        }
+        let text = NftRuleset(tables: [t]).render()
+        for name in ["a", "b", "c"] {
+            let lines = text.split(separator: "\n").map(String.init)
+            var keys: [String] = [], inSet = false
+            for l in lines {
+                if l.hasPrefix("add element ip t ") { inSet = l.hasPrefix("add element ip t \(name) "); continue }
+                if l == "}" { inSet = false; continue }
+                if inSet { keys.append(l.trimmingCharacters(in: CharacterSet(charactersIn: "\t,"))) }
+            }
+            XCTAssertEqual(keys, (0..<6000).map { "10.0.\($0 >> 8).\($0 & 255)" }, name)
+        }
     }
 
     func testElementText() {
