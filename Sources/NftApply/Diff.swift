@@ -1,4 +1,5 @@
 import NftModel
+import Parallel
 
 /// Kernel version, for behaviour that changed between releases.
 public struct NftKernelVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
@@ -102,14 +103,24 @@ public enum NftDiff {
             }
         }
         try checkComment(t.comment, "\(t.id)")
-        var chains = Set<String>(), sets = Set<String>()
+        var chains = Set<String>(minimumCapacity: t.chains.count), sets = Set<String>(minimumCapacity: t.sets.count)
         for c in t.chains where !chains.insert(c.name).inserted {
             throw NftDiffError.invalid("\(t.id): duplicate chain \(c.name)")
         }
         for s in t.sets where !sets.insert(s.name).inserted {
             throw NftDiffError.invalid("\(t.id): duplicate set \(s.name)")
         }
-        for c in t.chains {
+        // Chains, then sets, each checked in runs on every core; the first problem in table
+        // order is the one reported (175,000 rules and 200,000 elements at 10,000 services).
+        func firstProblem(_ count: Int, minimumCount: Int, _ check: (Int) throws -> Void) throws {
+            let problems = Parallel.mapRuns(count: count, minimumCount: minimumCount) { (run: Range<Int>) -> Error? in
+                do { for i in run { try check(i) } } catch { return error }
+                return nil
+            }
+            if let first = problems.lazy.compactMap({ $0 }).first { throw first }
+        }
+        try firstProblem(t.chains.count, minimumCount: 512) { k in
+            let c = t.chains[k]
             try checkComment(c.comment, "\(t.id) chain \(c.name)")
             for (i, r) in c.rules.enumerated() {
                 try checkComment(r.comment, "\(t.id) chain \(c.name) rule #\(i)")
@@ -123,13 +134,23 @@ public enum NftDiff {
                 }
             }
         }
-        for s in t.sets {
-            try checkComment(s.comment, "\(t.id) set \(s.name)")
-            if let size = s.size, s.elements.count > Int(size) {
-                throw NftDiffError.invalid("\(t.id) set \(s.name): \(s.elements.count) elements, more than its size \(size)")
+        // Large sets are split so that no core checks 100,000 elements alone.
+        var pieces: [(set: Int, range: Range<Int>)] = []
+        for (k, s) in t.sets.enumerated() {
+            pieces.append((k, 0..<min(s.elements.count, 4096)))
+            for lo in stride(from: 4096, to: s.elements.count, by: 4096) { pieces.append((k, lo..<min(lo + 4096, s.elements.count))) }
+        }
+        try firstProblem(pieces.count, minimumCount: 8) { k in
+            let (si, range) = pieces[k]
+            let s = t.sets[si]
+            if range.lowerBound == 0 {
+                try checkComment(s.comment, "\(t.id) set \(s.name)")
+                if let size = s.size, s.elements.count > Int(size) {
+                    throw NftDiffError.invalid("\(t.id) set \(s.name): \(s.elements.count) elements, more than its size \(size)")
+                }
             }
             let n = s.key.fieldTypes.count
-            for e in s.elements {
+            for e in s.elements[range] {
                 try checkComment(e.comment, "\(t.id) set \(s.name) element")
                 if e.key.start.count != n || (e.key.end.map { $0.count != n } ?? false) {
                     throw NftDiffError.invalid("\(t.id) set \(s.name): element key has \(e.key.start.count) fields, the set \(n)")
