@@ -22,7 +22,8 @@ public struct SyncState: Codable, Sendable, Equatable {
         return hex(h.finalize())
     }
 
-    /// The digest of restore text (lines each ending in a newline): equals `digest(lines)`.
+    /// The digest of restore text (lines each ending in a newline): equals `digest(lines)` of
+    /// the same lines (rules never hold a newline: names and arguments are validated).
     static func digest(_ text: [UInt8]) -> String {
         var h = SHA256()
         h.update(data: text)
@@ -89,16 +90,16 @@ public enum IptablesSync {
             var changes = [SyncChange]()
             let wanted = want.canonicalTexts
             let wantedNames = Set(wanted.map(\.chain))
-            for (chain, rules, count) in wanted {
+            for (chain, text, count) in wanted {
                 guard let current = have.rules[chain] else {
                     changes.append(.addChain(table: name, chain: chain, rules: count))
-                    head.append(":\(chain) - [0:0]"); body += rules; bodyRules += count
+                    head.append(":\(chain) - [0:0]"); body += text; bodyRules += count
                     continue
                 }
                 let same: Bool
                 if let state {
                     let s = state.chains["\(name)/\(chain)"]
-                    same = s?.rendered == SyncState.digest(rules) && s?.saved == SyncState.digest(current)
+                    same = s?.rendered == SyncState.digest(text) && s?.saved == SyncState.digest(current)
                 } else if let canonical {
                     same = canonical[name]?.rules[chain] == current
                 } else {
@@ -106,7 +107,7 @@ public enum IptablesSync {
                 }
                 if same { plan.unchangedChains += 1; continue }
                 changes.append(.changeChain(table: name, chain: chain, from: current.count, to: count))
-                head.append(":\(chain) - [0:0]"); body += rules; bodyRules += count
+                head.append(":\(chain) - [0:0]"); body += text; bodyRules += count
             }
             // Stale chains of ours: flushed, then deleted after every rewritten chain stopped using them.
             for chain in have.chains where Ownership.isOurs(chain) && !wantedNames.contains(chain) {
@@ -153,9 +154,9 @@ public enum IptablesSync {
         var s = SyncState()
         for name in tables {
             guard let want = desired.table(name), let have = kernel[name] else { continue }
-            for (chain, rules, _) in want.canonicalTexts {
+            for (chain, text, _) in want.canonicalTexts {
                 guard let saved = have.rules[chain] else { continue }
-                s.chains["\(name)/\(chain)"] = .init(rendered: SyncState.digest(rules),
+                s.chains["\(name)/\(chain)"] = .init(rendered: SyncState.digest(text),
                                                      saved: SyncState.digest(saved))
             }
         }

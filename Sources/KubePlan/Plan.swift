@@ -268,7 +268,7 @@ public enum Planner {
 
     private static func update<T>(_ value: inout T, _ body: (inout T) -> Void) { body(&value) }
 
-    /// Service ports by name (names are unique).
+    /// Service ports by name.
     static func sortByName(_ ports: inout [ServicePortPlan]) {
         permute(&ports, by: orderOf(names: ports.map(\.name.description)))
     }

@@ -243,14 +243,14 @@ extension NftTable {
         }
         // The backend adds them in order already; sorted only when they are not (checked chunk
         // by chunk on every core: a quarter of a million keys, 100,000 of them in one set).
-        let unsorted = Parallel.mapRuns(count: chunks.count, minimumCount: 16) { (run: Range<Int>) -> [Int] in
+        let unsorted = Set(Parallel.mapRuns(count: chunks.count, minimumCount: 16) { (run: Range<Int>) -> [Int] in
             run.compactMap { k -> Int? in
                 let (i, range) = chunks[k]
                 let elements = elementSets[i].elements
                 for j in range where j > 0 && !(elements[j - 1].key < elements[j].key) { return i }
                 return nil
             }
-        }.flatMap { $0 }
+        }.flatMap { $0 })
         let sortedElements = Parallel.map(count: elementSets.count) { (k: Int) -> [NftElement] in
             unsorted.contains(k) ? elementSets[k].elements.sorted { $0.key < $1.key } : elementSets[k].elements
         }

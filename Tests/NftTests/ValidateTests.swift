@@ -42,14 +42,18 @@ final class ValidateTests: XCTestCase {
     func testChainsAreCheckedBeforeSetsAndElementsInOrder() {
         var t = table()
         // A bad element deep in the second set, another early in it, and a bad chain.
-        t.sets[1].elements[9000] = .element(NftValue(type: .ipv4Addr, bytes: [1, 2, 3, 4]), NftValue(type: .ipv4Addr, bytes: [1, 2, 3, 4]))
+        t.sets[1].elements[9000] = .verdict([NftValue(type: .ipv4Addr, bytes: [1, 2, 3, 4])], .accept)
         t.sets[1].elements[5000] = .element(NftValue(type: .ipv4Addr, bytes: [1, 2, 3, 5]), NftValue(type: .ipv4Addr, bytes: [1, 2, 3, 5]))
         t.chains[2999].rules[1] = NftRule(.goto("gone"))
         XCTAssertEqual(message(t)?.contains("chain c2999 rule #1: jump/goto to missing chain gone"), true, message(t) ?? "valid")
         t.chains[2999].rules[1] = NftRule(.accept)
         XCTAssertEqual(message(t)?.contains("set s1: element key has 2 fields, the set 1"), true, message(t) ?? "valid")
+        t.sets[1].elements[5000] = t.sets[1].elements[4999]
+        XCTAssertEqual(message(t)?.contains("set s1: element data does not match the set kind"), true, message(t) ?? "valid")
         t.sets[1].size = 100
         XCTAssertEqual(message(t)?.contains("set s1: 10000 elements, more than its size 100"), true, message(t) ?? "valid")
+        t.sets[0].comment = String(repeating: "y", count: 200)
+        XCTAssertEqual(message(t)?.contains("set s0: comment longer than 128 bytes"), true, message(t) ?? "valid")
     }
 
     func testDuplicatesAndLongComments() {
