@@ -331,8 +331,9 @@ public struct NftTableDigests: Sendable, Equatable {
 
     public init(_ t: NftTable) {
         header = NftDigest.header(t)
-        chainOrder = Parallel.map(count: t.chains.count, minimumPerTask: 1024) { NftDigest.chain(t.chains[$0]) }
-        let s = Parallel.map(count: t.sets.count, minimumPerTask: 64) { NftDigest.set(t.sets[$0]) }
+        // In runs handed to whichever core is free: one set (hairpin) can hold 100,000 elements.
+        chainOrder = Parallel.mapRuns(count: t.chains.count, minimumCount: 2048) { run in run.map { NftDigest.chain(t.chains[$0]) } }.flatMap { $0 }
+        let s = Parallel.mapRuns(count: t.sets.count, minimumCount: 64) { run in run.map { NftDigest.set(t.sets[$0]) } }.flatMap { $0 }
         chains = NftChainDigests(names: t.chains.map(\.name), digests: chainOrder)
         sets = Dictionary(zip(t.sets.map(\.name), s), uniquingKeysWith: { a, _ in a })
     }
