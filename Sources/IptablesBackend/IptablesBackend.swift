@@ -66,6 +66,139 @@ public enum IptablesBackend {
         let probabilities = ProbabilityTable(upTo: plan.services.reduce(1) { max($0, $1.clusterEndpoints.count, $1.localEndpoints.count) })
 
         struct Piece { var nat = IptablesText(), filter = IptablesText() }
+        // One service port's declarations and rules, in kube-proxy's order.
+        func write(_ svc: ServicePortPlan, into rs: inout Piece) {
+            let spn = svc.nameString
+            let p = svc.proto.lower
+            let proto = "-m \(p) -p \(p)"
+            let hash = ChainHash.portProto(spn, svc.proto)
+            let svcChain = "KUBE-SVC-" + hash
+            let svlChain = "KUBE-SVL-" + hash
+            let extChain = "KUBE-EXT-" + hash
+            let fwChain = "KUBE-FW-" + hash
+            let internalChain = svc.internalPolicyLocal ? svlChain : svcChain
+            let externalPolicyChain = svc.externalPolicyLocal ? svlChain : svcChain
+            let lbChain = svc.usesFirewall ? fwChain : extChain
+            let noEpComment = "\"\(spn) has no endpoints\""
+            let noLocalComment = "\"\(spn) has no local endpoints\""
+            let internalFilter = svc.internalNoEndpoints.map { $0 == .reject ? (noEpComment, "REJECT") : (noLocalComment, "DROP") }
+            let externalFilter = svc.externalNoEndpoints.map { $0 == .reject ? (noEpComment, "REJECT") : (noLocalComment, "DROP") }
+            let cip = svc.clusterIP.description
+            let port = String(svc.port)
+
+            // The service's own chains, declared before any rule names them (a table files a
+            // piece's declared chains without looking their names up).
+            if svc.usesClusterPolicy { rs.nat.declare(svcChain) }
+            if svc.usesLocalPolicy { rs.nat.declare(svlChain) }
+            if svc.usesExternalDispatch { rs.nat.declare(extChain) }
+            if svc.usesFirewall { rs.nat.declare(fwChain) }
+
+            // Capture the ClusterIP.
+            if let (comment, target) = internalFilter {
+                rs.filter.append(servicesChain, "-m comment --comment \(comment) \(proto) -d \(cip) --dport \(port) -j \(target)")
+            } else {
+                rs.nat.append(servicesChain, "-m comment --comment \"\(spn) cluster IP\" \(proto) -d \(cip) --dport \(port) -j \(internalChain)")
+            }
+            // External IPs.
+            for ip in svc.externalIPs {
+                if svc.hasEndpoints {
+                    rs.nat.append(servicesChain, "-m comment --comment \"\(spn) external IP\" \(proto) -d \(ip) --dport \(port) -j \(extChain)")
+                }
+                if let (comment, target) = externalFilter {
+                    rs.filter.append(externalServicesChain, "-m comment --comment \(comment) \(proto) -d \(ip) --dport \(port) -j \(target)")
+                }
+            }
+            // Load-balancer ingress.
+            for ip in svc.loadBalancerIPs {
+                if svc.hasEndpoints {
+                    rs.nat.append(servicesChain, "-m comment --comment \"\(spn) loadbalancer IP\" \(proto) -d \(ip) --dport \(port) -j \(lbChain)")
+                }
+                if svc.usesFirewall {
+                    rs.filter.append(proxyFirewallChain, "-m comment --comment \"\(spn) traffic not accepted by \(fwChain)\" \(proto) -d \(ip) --dport \(port) -j DROP")
+                }
+            }
+            if let (comment, target) = externalFilter {
+                for ip in svc.loadBalancerIPs {
+                    rs.filter.append(externalServicesChain, "-m comment --comment \(comment) \(proto) -d \(ip) --dport \(port) -j \(target)")
+                }
+            }
+            // Node port.
+            if svc.nodePort != 0 {
+                if svc.hasEndpoints {
+                    if plan.localhostNodePorts && !ipv6 {
+                        // NodePorts on 127.0.0.0/8 (route_localnet), counted when nfacct is available.
+                        let counter = options.nfacct ? " -m nfacct --nfacct-name localhost_nps_accepted_pkts" : ""
+                        rs.nat.append(nodePortsChain, "-m comment --comment \(spn) \(proto) -d 127.0.0.0/8 --dport \(svc.nodePort)\(counter) -j \(extChain)")
+                    }
+                    rs.nat.append(nodePortsChain, "-m comment --comment \(spn) \(proto) --dport \(svc.nodePort) -j \(extChain)")
+                }
+                if let (comment, target) = externalFilter {
+                    rs.filter.append(externalServicesChain, "-m comment --comment \(comment) -m addrtype --dst-type LOCAL \(proto) --dport \(svc.nodePort) -j \(target)")
+                }
+            }
+            // Health-check node port.
+            if svc.healthCheckNodePort != 0 {
+                rs.filter.append(nodePortsChain, "-m comment --comment \"\(spn) health check node port\" -m tcp -p tcp --dport \(svc.healthCheckNodePort) -j ACCEPT")
+            }
+
+            // Internal traffic: masquerade off-cluster sources (or everything with masqueradeAll).
+            if svc.hasInternalEndpoints {
+                let args = "-m comment --comment \"\(spn) cluster IP\" \(proto) -d \(cip) --dport \(port)"
+                if plan.masqueradeAll {
+                    rs.nat.append(internalChain, "\(args) -j \(markMasqChain)")
+                } else if let ifNotLocal {
+                    rs.nat.append(internalChain, "\(args) \(ifNotLocal) -j \(markMasqChain)")
+                }
+            }
+
+            // External destinations.
+            if svc.usesExternalDispatch {
+                if !svc.externalPolicyLocal {
+                    rs.nat.append(extChain, "-m comment --comment \"masquerade traffic for \(spn) external destinations\" -j \(markMasqChain)")
+                } else {
+                    if let ifLocal {
+                        rs.nat.append(extChain, "-m comment --comment \"pod traffic for \(spn) external destinations\" \(ifLocal) -j \(svcChain)")
+                    }
+                    rs.nat.append(extChain, "-m comment --comment \"masquerade LOCAL traffic for \(spn) external destinations\" -m addrtype --src-type LOCAL -j \(markMasqChain)")
+                    rs.nat.append(extChain, "-m comment --comment \"route LOCAL traffic for \(spn) external destinations\" -m addrtype --src-type LOCAL -j \(svcChain)")
+                }
+                if svc.hasExternalEndpoints {
+                    rs.nat.append(extChain, "-j \(externalPolicyChain)")
+                }
+            }
+
+            // LoadBalancer source ranges.
+            if svc.usesFirewall {
+                let args = "-m comment --comment \"\(spn) loadbalancer IP\""
+                for cidr in svc.sourceRanges { rs.nat.append(fwChain, "\(args) -s \(cidr) -j \(extChain)") }
+                if svc.allowFromNode {
+                    for ip in svc.loadBalancerIPs { rs.nat.append(fwChain, "\(args) -s \(ip) -j \(extChain)") }
+                }
+                rs.nat.append(fwChain, "-m comment --comment \"other traffic to \(spn) will be dropped by KUBE-PROXY-FIREWALL\"")
+            }
+
+            // IP:PORT and the KUBE-SEP name (a SHA-256) of each endpoint, made once.
+            let endpoints = EndpointNames(svc)
+
+            // Policy chains.
+            if svc.usesClusterPolicy {
+                writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, endpoints, large: large, probabilities: probabilities)
+            }
+            if svc.usesLocalPolicy {
+                writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, endpoints, large: large, probabilities: probabilities)
+            }
+
+            // Endpoint chains.
+            let comment: IptablesArgs = large ? "" : "-m comment --comment \(spn) "
+            for (k, ep) in svc.reachableEndpoints.enumerated() {
+                let sep = endpoints.chains[k]
+                rs.nat.declare(sep)
+                rs.nat.append(sep, "\(comment)-s \(ep.ip) -j \(markMasqChain)")
+                let recent: IptablesArgs = svc.affinityTimeout != nil ? "-m recent --name \(sep) --set " : ""
+                rs.nat.append(sep, "\(comment)\(recent)\(proto) -j DNAT --to-destination \(endpoints.hostPorts[k])")
+            }
+        }
+
         // Consecutive runs of service ports are written on every core (eight runs per core, so
         // that uneven services even out) and added in order.
         let pieces = Parallel.mapRuns(count: plan.services.count, minimumCount: 256) { (run: Range<Int>) -> Piece in
@@ -75,138 +208,7 @@ public enum IptablesBackend {
             let services = plan.services[run]
             let rules = services.reduce(0) { $0 + 2 * $1.reachableEndpoints.count + $1.clusterEndpoints.count + $1.localEndpoints.count + 8 }
             rs.nat.reserve(bytes: (large ? 70 : 130) * rules, runs: services.reduce(0) { $0 + $1.reachableEndpoints.count + 8 })
-            for k in run {
-                let svc = plan.services[k]
-                let spn = svc.nameString
-                let p = svc.proto.lower
-                let proto = "-m \(p) -p \(p)"
-                let hash = ChainHash.portProto(spn, svc.proto)
-                let svcChain = "KUBE-SVC-" + hash
-                let svlChain = "KUBE-SVL-" + hash
-                let extChain = "KUBE-EXT-" + hash
-                let fwChain = "KUBE-FW-" + hash
-                let internalChain = svc.internalPolicyLocal ? svlChain : svcChain
-                let externalPolicyChain = svc.externalPolicyLocal ? svlChain : svcChain
-                let lbChain = svc.usesFirewall ? fwChain : extChain
-                let noEpComment = "\"\(spn) has no endpoints\""
-                let noLocalComment = "\"\(spn) has no local endpoints\""
-                let internalFilter = svc.internalNoEndpoints.map { $0 == .reject ? (noEpComment, "REJECT") : (noLocalComment, "DROP") }
-                let externalFilter = svc.externalNoEndpoints.map { $0 == .reject ? (noEpComment, "REJECT") : (noLocalComment, "DROP") }
-                let cip = svc.clusterIP.description
-                let port = String(svc.port)
-
-                // The service's own chains, declared before any rule names them (a table files a
-                // piece's declared chains without looking their names up).
-                if svc.usesClusterPolicy { rs.nat.declare(svcChain) }
-                if svc.usesLocalPolicy { rs.nat.declare(svlChain) }
-                if svc.usesExternalDispatch { rs.nat.declare(extChain) }
-                if svc.usesFirewall { rs.nat.declare(fwChain) }
-
-                // Capture the ClusterIP.
-                if let (comment, target) = internalFilter {
-                    rs.filter.append(servicesChain, "-m comment --comment \(comment) \(proto) -d \(cip) --dport \(port) -j \(target)")
-                } else {
-                    rs.nat.append(servicesChain, "-m comment --comment \"\(spn) cluster IP\" \(proto) -d \(cip) --dport \(port) -j \(internalChain)")
-                }
-                // External IPs.
-                for ip in svc.externalIPs {
-                    if svc.hasEndpoints {
-                        rs.nat.append(servicesChain, "-m comment --comment \"\(spn) external IP\" \(proto) -d \(ip) --dport \(port) -j \(extChain)")
-                    }
-                    if let (comment, target) = externalFilter {
-                        rs.filter.append(externalServicesChain, "-m comment --comment \(comment) \(proto) -d \(ip) --dport \(port) -j \(target)")
-                    }
-                }
-                // Load-balancer ingress.
-                for ip in svc.loadBalancerIPs {
-                    if svc.hasEndpoints {
-                        rs.nat.append(servicesChain, "-m comment --comment \"\(spn) loadbalancer IP\" \(proto) -d \(ip) --dport \(port) -j \(lbChain)")
-                    }
-                    if svc.usesFirewall {
-                        rs.filter.append(proxyFirewallChain, "-m comment --comment \"\(spn) traffic not accepted by \(fwChain)\" \(proto) -d \(ip) --dport \(port) -j DROP")
-                    }
-                }
-                if let (comment, target) = externalFilter {
-                    for ip in svc.loadBalancerIPs {
-                        rs.filter.append(externalServicesChain, "-m comment --comment \(comment) \(proto) -d \(ip) --dport \(port) -j \(target)")
-                    }
-                }
-                // Node port.
-                if svc.nodePort != 0 {
-                    if svc.hasEndpoints {
-                        if plan.localhostNodePorts && !ipv6 {
-                            // NodePorts on 127.0.0.0/8 (route_localnet), counted when nfacct is available.
-                            let counter = options.nfacct ? " -m nfacct --nfacct-name localhost_nps_accepted_pkts" : ""
-                            rs.nat.append(nodePortsChain, "-m comment --comment \(spn) \(proto) -d 127.0.0.0/8 --dport \(svc.nodePort)\(counter) -j \(extChain)")
-                        }
-                        rs.nat.append(nodePortsChain, "-m comment --comment \(spn) \(proto) --dport \(svc.nodePort) -j \(extChain)")
-                    }
-                    if let (comment, target) = externalFilter {
-                        rs.filter.append(externalServicesChain, "-m comment --comment \(comment) -m addrtype --dst-type LOCAL \(proto) --dport \(svc.nodePort) -j \(target)")
-                    }
-                }
-                // Health-check node port.
-                if svc.healthCheckNodePort != 0 {
-                    rs.filter.append(nodePortsChain, "-m comment --comment \"\(spn) health check node port\" -m tcp -p tcp --dport \(svc.healthCheckNodePort) -j ACCEPT")
-                }
-
-                // Internal traffic: masquerade off-cluster sources (or everything with masqueradeAll).
-                if svc.hasInternalEndpoints {
-                    let args = "-m comment --comment \"\(spn) cluster IP\" \(proto) -d \(cip) --dport \(port)"
-                    if plan.masqueradeAll {
-                        rs.nat.append(internalChain, "\(args) -j \(markMasqChain)")
-                    } else if let ifNotLocal {
-                        rs.nat.append(internalChain, "\(args) \(ifNotLocal) -j \(markMasqChain)")
-                    }
-                }
-
-                // External destinations.
-                if svc.usesExternalDispatch {
-                    if !svc.externalPolicyLocal {
-                        rs.nat.append(extChain, "-m comment --comment \"masquerade traffic for \(spn) external destinations\" -j \(markMasqChain)")
-                    } else {
-                        if let ifLocal {
-                            rs.nat.append(extChain, "-m comment --comment \"pod traffic for \(spn) external destinations\" \(ifLocal) -j \(svcChain)")
-                        }
-                        rs.nat.append(extChain, "-m comment --comment \"masquerade LOCAL traffic for \(spn) external destinations\" -m addrtype --src-type LOCAL -j \(markMasqChain)")
-                        rs.nat.append(extChain, "-m comment --comment \"route LOCAL traffic for \(spn) external destinations\" -m addrtype --src-type LOCAL -j \(svcChain)")
-                    }
-                    if svc.hasExternalEndpoints {
-                        rs.nat.append(extChain, "-j \(externalPolicyChain)")
-                    }
-                }
-
-                // LoadBalancer source ranges.
-                if svc.usesFirewall {
-                    let args = "-m comment --comment \"\(spn) loadbalancer IP\""
-                    for cidr in svc.sourceRanges { rs.nat.append(fwChain, "\(args) -s \(cidr) -j \(extChain)") }
-                    if svc.allowFromNode {
-                        for ip in svc.loadBalancerIPs { rs.nat.append(fwChain, "\(args) -s \(ip) -j \(extChain)") }
-                    }
-                    rs.nat.append(fwChain, "-m comment --comment \"other traffic to \(spn) will be dropped by KUBE-PROXY-FIREWALL\"")
-                }
-
-                // IP:PORT and the KUBE-SEP name (a SHA-256) of each endpoint, made once.
-                let endpoints = EndpointNames(svc)
-
-                // Policy chains.
-                if svc.usesClusterPolicy {
-                    writeEndpointDispatch(&rs.nat, svcChain, svc, svc.clusterEndpoints, endpoints, large: large, probabilities: probabilities)
-                }
-                if svc.usesLocalPolicy {
-                    writeEndpointDispatch(&rs.nat, svlChain, svc, svc.localEndpoints, endpoints, large: large, probabilities: probabilities)
-                }
-
-                // Endpoint chains.
-                let comment: IptablesArgs = large ? "" : "-m comment --comment \(spn) "
-                for (k, ep) in svc.reachableEndpoints.enumerated() {
-                    let sep = endpoints.chains[k]
-                    rs.nat.declare(sep)
-                    rs.nat.append(sep, "\(comment)-s \(ep.ip) -j \(markMasqChain)")
-                    let recent: IptablesArgs = svc.affinityTimeout != nil ? "-m recent --name \(sep) --set " : ""
-                    rs.nat.append(sep, "\(comment)\(recent)\(proto) -j DNAT --to-destination \(endpoints.hostPorts[k])")
-                }
-            }
+            for k in run { write(plan.services[k], into: &rs) }
             return rs
         }
         for piece in pieces {
