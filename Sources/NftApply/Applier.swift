@@ -133,6 +133,8 @@ public final class NftApplier {
         /// (from the saved digests) to equal the desired one. Those are left out of both sides
         /// of the diff.
         public var equalChains: [NftTableID: [Bool]] = [:]
+        /// Per table, the sets known (from the saved digests) to equal the desired ones.
+        public var equalSets: [NftTableID: Set<String>] = [:]
         /// Tables whose fingerprint equals the saved one: the kernel holds exactly the desired
         /// table. Not in `tables`; left out of the diff altogether.
         public var unchangedTables: Set<NftTableID> = []
@@ -195,7 +197,7 @@ public final class NftApplier {
         func compute() -> [NftTableID: NftTableDigests] {
             var d = reused
             for t in desired.tables where d[t.id] == nil {
-                var td = NftTableDigests(t)
+                var td = NftTableDigests(t, prints: desired.objectFingerprints[t.id])
                 td.fingerprint = desired.fingerprints[t.id]
                 d[t.id] = td
             }
@@ -254,7 +256,8 @@ public final class NftApplier {
             dumpedSets += needSets.count
             var have = NftTable(family: t.family, name: t.name, comment: part.comment)
             let changedSets = needSets.union(rebuilt.map(\.name))
-            have.sets = part.sets + rebuilt + t.sets.filter { was.sets[$0.name] != nil && !changedSets.contains($0.name) }
+            let equalSets = t.sets.filter { was.sets[$0.name] != nil && !changedSets.contains($0.name) }
+            have.sets = part.sets + rebuilt + equalSets
             have.chains = part.chains
             // Chains and sets recreated (definition changed) affect the rules that refer to
             // them: then the diff sees every chain.
@@ -268,6 +271,7 @@ public final class NftApplier {
             }
             if definitionsKept {
                 state.equalChains[t.id] = unchanged
+                state.equalSets[t.id] = Set(equalSets.map(\.name))
             } else {
                 have.chains += zip(t.chains, unchanged).filter { $0.1 }.map { $0.0 }
             }
@@ -315,7 +319,9 @@ public final class NftApplier {
             for s in t.sets { equal.elements += s.elements.count }
             return false
         }
-        try timed("validate") { for t in restricted.tables { try NftDiff.validate(t) } }
+        try timed("validate") {
+            for t in restricted.tables { try NftDiff.validate(t, knownChains: state.equalChains[t.id], knownSets: state.equalSets[t.id] ?? []) }
+        }
         for i in restricted.tables.indices {
             guard let mask = state.equalChains[restricted.tables[i].id] else { continue }
             var kept: [NftChain] = []
@@ -358,7 +364,7 @@ public final class NftApplier {
                     continue
                 }
                 // Taken from a saved state without its content (not loaded): digest it now.
-                d = NftTableDigests(t)
+                d = NftTableDigests(t, prints: desired.objectFingerprints[t.id])
                 d.fingerprint = desired.fingerprints[t.id]
             }
             for c in deferred[t.id] ?? [] { d.chains.append(c.name, NftDigest.chain(c)) }

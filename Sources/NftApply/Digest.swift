@@ -173,6 +173,16 @@ public struct NftDigest: Sendable {
         return d.value
     }
 
+    /// The digest of a chain or set with a fingerprint (`NftObjectFingerprints`): it stands for
+    /// the content, so it is never equal to a content digest, nor to another kind's or name's.
+    public static func fingerprinted(_ kind: UInt8, _ name: String, _ print: UInt64) -> UInt64 {
+        var d = NftDigest()
+        d.u64(0xf1f0_0000 | UInt64(kind))
+        d.string(name)
+        d.u64(print)
+        return d.value
+    }
+
     /// A set's definition alone (what `NftSet.sameDefinition` compares).
     public static func setDefinition(_ s: NftSet) -> UInt64 {
         var d = NftDigest()
@@ -329,11 +339,23 @@ public struct NftTableDigests: Sendable, Equatable {
         self.sets = sets
     }
 
-    public init(_ t: NftTable) {
+    /// The digests of `t`; a chain or set with a fingerprint in `prints` is digested as its
+    /// fingerprint (`NftDigest.fingerprinted`), without walking its rules or elements.
+    public init(_ t: NftTable, prints: NftObjectFingerprints? = nil) {
         header = NftDigest.header(t)
+        func chain(_ i: Int) -> UInt64 {
+            let c = t.chains[i]
+            if let f = prints?.chain(i, named: c.name) { return NftDigest.fingerprinted(1, c.name, f) }
+            return NftDigest.chain(c)
+        }
+        func set(_ i: Int) -> UInt64 {
+            let s = t.sets[i]
+            if let f = prints?.set(i, named: s.name) { return NftDigest.fingerprinted(2, s.name, f) }
+            return NftDigest.set(s)
+        }
         // In runs handed to whichever core is free: one set (hairpin) can hold 100,000 elements.
-        chainOrder = Parallel.mapRuns(count: t.chains.count, minimumCount: 2048) { run in run.map { NftDigest.chain(t.chains[$0]) } }.flatMap { $0 }
-        let s = Parallel.mapRuns(count: t.sets.count, minimumCount: 64) { run in run.map { NftDigest.set(t.sets[$0]) } }.flatMap { $0 }
+        chainOrder = Parallel.mapRuns(count: t.chains.count, minimumCount: 2048) { run in run.map(chain) }.flatMap { $0 }
+        let s = Parallel.mapRuns(count: t.sets.count, minimumCount: 64) { run in run.map(set) }.flatMap { $0 }
         chains = NftChainDigests(names: t.chains.map(\.name), digests: chainOrder)
         sets = Dictionary(zip(t.sets.map(\.name), s), uniquingKeysWith: { a, _ in a })
     }

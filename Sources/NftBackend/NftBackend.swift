@@ -24,9 +24,10 @@ public enum NftBackend {
         var r = NftRuleset()
         r.shardTablePrefix = shardPrefix(table)
         for p in plans {
-            let (tables, prints) = buildFamily(p, name: table, shards: shards, salt: fingerprintSalt)
+            let (tables, prints, objectPrints) = buildFamily(p, name: table, shards: shards, salt: fingerprintSalt)
             r.tables += tables
             for (t, f) in zip(tables, prints) { r.fingerprints[t.id] = f }
+            for (t, o) in zip(tables, objectPrints) { r.objectFingerprints[t.id] = o }
         }
         return r
     }
@@ -89,9 +90,21 @@ public enum NftBackend {
     ///
     /// Returns the family's tables and, with a salt, their fingerprints (aligned; the table's first):
     /// the salt, the table name, the shard count and the plan's settings, then the
-    /// fingerprints of the service ports it holds (all of them for the main table).
-    static func buildFamily(_ plan: Plan, name: String, shards: Int, salt: UInt64?) -> (tables: [NftTable], fingerprints: [UInt64]) {
+    /// fingerprints of the service ports it holds (all of them for the main table). With a
+    /// salt, also fingerprints of single chains and sets (`NftObjectFingerprints`): a service
+    /// port's chains and ClientIP map get the port's fingerprint with its endpoint-map bucket and
+    /// slots; an endpoint map those of its service ports; the hairpin set its table's; in one
+    /// table the dispatch, no-endpoint, cluster-IP and firewall sets that of every service port
+    /// without its endpoints (only whether there are any). Other chains and sets have none.
+    static func buildFamily(_ plan: Plan, name: String, shards: Int, salt: UInt64?) -> (tables: [NftTable], fingerprints: [UInt64], objectFingerprints: [NftObjectFingerprints]) {
         let shards = max(1, min(shards, maxShards))
+        // What every fingerprint starts from: the build, the table, the shard count, the settings.
+        let base: PlanHasher? = salt.map { salt in
+            var base = PlanHasher()
+            base.u64(salt); base.string(name); base.int(shards)
+            plan.feedSettings(&base)
+            return base
+        }
         let family: NftFamily = plan.family == .ipv4 ? .ip : .ip6
         let addr: NftDataType = plan.family == .ipv4 ? .ipv4Addr : .ipv6Addr
         let daddr = NftField.daddr(family), saddr = NftField.saddr(family)
@@ -131,10 +144,25 @@ public enum NftBackend {
             let sfx = suffixes[i]
             pc.shard = shard(ofSuffix: sfx, shards)
             pc.bucket = slots[i].bucket
-            if salt != nil {
+            if let base {
                 pc.fingerprint = svc.fingerprint
+                pc.withoutEndpoints = svc.fingerprintWithoutEndpoints
                 // The sharded main table holds no endpoint: only whether there are any.
-                pc.mainFingerprint = sharded ? svc.fingerprintWithoutEndpoints : pc.fingerprint
+                pc.mainFingerprint = sharded ? pc.withoutEndpoints : pc.fingerprint
+                // The port's map and endpoint-map elements: also where its endpoints sit in its
+                // bucket's map.
+                var h = base
+                h.string("service port"); h.u64(pc.fingerprint)
+                h.int(slots[i].bucket); h.u64(UInt64(slots[i].cluster)); h.u64(UInt64(slots[i].local))
+                pc.objectFingerprint = h.value
+                // Its chains name endpoints only with ClientIP affinity (the cascade); otherwise
+                // they hold endpoint counts and slots, so an endpoint replaced leaves them alone.
+                var c = base
+                c.string("service port chains"); c.u64(pc.withoutEndpoints)
+                c.int(svc.clusterEndpoints.count); c.int(svc.localEndpoints.count); c.int(svc.reachableEndpoints.count)
+                c.u64(svc.affinityTimeout != nil ? pc.fingerprint : 0)
+                c.int(slots[i].bucket); c.u64(UInt64(slots[i].cluster)); c.u64(UInt64(slots[i].local))
+                pc.chainFingerprint = c.value
             }
             let svcChain = "service-" + sfx, localChain = "local-" + sfx, extChain = "external-" + sfx
             let internalChain = svc.internalPolicyLocal ? localChain : svcChain
@@ -305,15 +333,16 @@ public enum NftBackend {
         t.add(NftSet.set("cluster-ips", .types([addr]), comment: "active ClusterIPs", elements: clusterIPs.sorted().map { .element(value($0)) }))
         t.add(NftSet.set("firewall-ips", .types([addr, .inetProto, .inetService]), comment: "LoadBalancer IPs with source ranges", elements: firewallIPs))
         t.add(NftSet.set("firewall-allow", .types([addr, .inetProto, .inetService, addr]), flags: .interval, comment: "allowed sources per LoadBalancer IP", elements: firewallAllow))
-        func hairpinSet(_ ips: [IPAddress]) -> NftSet {
-            NftSet.set("hairpin", .types([addr, addr]), comment: "endpoint reaching itself through its service", elements: sortedUnique(ips).map { .element(value($0), value($0)) })
+        func hairpinObjects(_ ips: [IPAddress]) -> Hairpin {
+            hairpinParts(sortedUnique(ips), family: family, fingerprinted: base != nil)
         }
-        let hairpinRule = NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin")
         var tableEndpointMaps = [NftSet]()
+        var tableHairpin = Hairpin()
         if !sharded {
-            // The hairpin set (sorting every endpoint address) beside the endpoint maps.
-            let (maps, hairpinMembers) = Parallel.both({ endpointMapSets(shard: 0) }, { hairpinSet(hairpin) })
-            t.add(hairpinMembers)
+            // The hairpin sets (sorting every endpoint address) beside the endpoint maps.
+            let (maps, h) = Parallel.both({ endpointMapSets(shard: 0) }, { hairpinObjects(hairpin) })
+            tableHairpin = h
+            for s in h.sets { t.add(s) }
             tableEndpointMaps = try! maps.get()  // endpointMapSets does not throw
         }
 
@@ -374,16 +403,27 @@ public enum NftBackend {
         if !sharded { t.add(NftChain(name: "services", rules: [serviceIPRule, nodePortDispatch])) }
         let markForMasquerade = NftChain(name: "mark-for-masquerade", rules: [NftRule(.setMark(.or(mark)))])
         t.add(markForMasquerade)
-        t.add(NftChain(name: "masquerading", rules: (sharded ? [] : [hairpinRule]) + [
+        for c in tableHairpin.chains { t.add(c) }
+        t.add(NftChain(name: "masquerading", rules: (sharded ? [] : [tableHairpin.rule]) + [
             NftRule(.matchBits(.mark, mask: mark, .eq, 0), .return),
             NftRule(.setMark(.xor(mark))),
             NftRule(.masquerade(fullyRandom: true)),
         ]))
         var prints = [UInt64]()
-        if let salt {
-            var base = PlanHasher()
-            base.u64(salt); base.string(name); base.int(shards)
-            plan.feedSettings(&base)
+        // Object fingerprints: the shared sets' (every service port without its endpoints) and
+        // each endpoint map's (its service ports').
+        var sharedPrint: UInt64 = 0
+        func endpointMapPrint(_ k: Int, _ b: Int) -> UInt64 {
+            var h = base!
+            h.string("endpoint map"); h.int(k); h.int(b)
+            for i in endpointMapPieces[k * buckets + b] { h.u64(pieces[i].objectFingerprint) }
+            return h.value
+        }
+        if let base {
+            var shared = base
+            shared.string("shared sets")
+            for pc in pieces { shared.u64(pc.withoutEndpoints) }
+            sharedPrint = shared.value
             var main = base
             main.string("main")
             var perShard = (0..<shards).map { k -> PlanHasher in
@@ -401,9 +441,34 @@ public enum NftBackend {
             }
             prints = [main.value] + (sharded ? perShard.map(\.value) : [])
         }
+        /// A table's object fingerprints: none for its first `fixed` chains, then those of the
+        /// chains of `ports` in order; for sets, `setPrints` by name.
+        func objectPrints(_ t: NftTable, fixed: Int, ports: [Int], setPrints: [String: UInt64]) -> NftObjectFingerprints {
+            var o = NftObjectFingerprints()
+            o.chainNames = t.chains.map(\.name)
+            o.chains = [UInt64](repeating: 0, count: fixed)
+            o.chains.reserveCapacity(t.chains.count)
+            for i in ports { o.chains += repeatElement(pieces[i].chainFingerprint, count: pieces[i].serviceChains.count) }
+            o.setNames = t.sets.map(\.name)
+            o.sets = o.setNames.map { setPrints[$0] ?? 0 }
+            return o
+        }
+        func portSetPrints(shard k: Int, hairpin: Hairpin) -> [String: UInt64] {
+            var m = hairpin.prints
+            for pc in pieces where pc.shard == k { for s in pc.maps { m[s.name] = pc.objectFingerprint } }
+            for b in 0..<buckets where !endpointMapPieces[k * buckets + b].isEmpty { m[endpointMapName(b)] = endpointMapPrint(k, b) }
+            return m
+        }
+        let sharedSets = ["service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
+                          "cluster-ips", "firewall-ips", "firewall-allow", "nodeport-ips"]
         guard sharded else {
+            let fixed = t.chains.count
             t.chains += serviceChains
-            return ([sized(t)], prints)
+            let table = sized(t)
+            guard base != nil else { return ([table], prints, []) }
+            var setPrints = portSetPrints(shard: 0, hairpin: tableHairpin)
+            for n in sharedSets { setPrints[n] = sharedPrint }
+            return ([table], prints, [objectPrints(table, fixed: fixed, ports: Array(pieces.indices), setPrints: setPrints)])
         }
 
         // Shards: the dispatch maps' elements split by the shard of the service port they
@@ -412,6 +477,12 @@ public enum NftBackend {
         for (e, i) in zip(serviceIPs, serviceIPOrder) { shardServiceIPs[serviceIPShard[i]].append(e) }
         for (e, i) in zip(nodePorts, nodePortOrder) { shardNodePorts[nodePortShard[i]].append(e) }
         var tables = [t]
+        var tablePrints = [NftObjectFingerprints]()
+        if base != nil {
+            var setPrints: [String: UInt64] = [:]
+            for n in sharedSets { setPrints[n] = sharedPrint }
+            tablePrints.append(objectPrints(t, fixed: t.chains.count, ports: [], setPrints: setPrints))
+        }
         for k in 0..<shards {
             var s = NftTable(family: family, name: shardName(name, k), comment: t.comment.map { $0 + "; services shard \(k) of \(shards)" })
             s.add(NftSet.vmap("service-ips", .types([addr, .inetProto, .inetService]), comment: "ClusterIP, external IP and LoadBalancer IP dispatch", elements: shardServiceIPs[k]))
@@ -421,8 +492,10 @@ public enum NftBackend {
             for m in endpointMapSets(shard: k) { s.add(m) }
             // The hairpin mark for this shard's endpoints, set before the main table's
             // masquerading chain (srcnat) reads it.
-            s.add(hairpinSet(shardHairpin[k]))
-            s.add(.base("hairpin-postrouting", type: .nat, hook: .postrouting, priority: 99, rules: [hairpinRule]))
+            let shardHairpinObjects = hairpinObjects(shardHairpin[k])
+            for h in shardHairpinObjects.sets { s.add(h) }
+            s.add(.base("hairpin-postrouting", type: .nat, hook: .postrouting, priority: 99, rules: [shardHairpinObjects.rule]))
+            for c in shardHairpinObjects.chains { s.add(c) }
             s.add(.base("nat-prerouting", type: .nat, hook: .prerouting, priority: -100, rules: [NftRule(.jump("services"))]))
             s.add(.base("nat-output", type: .nat, hook: .output, priority: -100, rules: [NftRule(.jump("services"))]))
             s.add(.base("nodeports-prerouting", type: .nat, hook: .prerouting, priority: -99, rules: [NftRule(.jump("nodeports"))]))
@@ -430,10 +503,19 @@ public enum NftBackend {
             s.add(NftChain(name: "services", rules: [serviceIPRule]))
             s.add(NftChain(name: "nodeports", rules: [nodePortDispatch]))
             s.add(markForMasquerade)
+            let fixed = s.chains.count
             for c in shardChains[k] { s.add(c) }
+            s = sized(s)
+            if base != nil {
+                // The shard's dispatch maps also depend on keys lost to other shards: digested.
+                var setPrints = portSetPrints(shard: k, hairpin: shardHairpinObjects)
+                setPrints["nodeport-ips"] = sharedPrint
+                tablePrints.append(objectPrints(s, fixed: fixed, ports: pieces.indices.filter { pieces[$0].shard == k }, setPrints: setPrints))
+            }
             tables.append(s)
         }
-        return (tables.map(sized), prints)
+        tables[0] = sized(tables[0])
+        return (tables, prints, tablePrints)
     }
 
     /// The `size` of a large hash set: twice the power of two at or above its element count, for
@@ -465,6 +547,8 @@ public enum NftBackend {
         var clusterIP: IPAddress?
         var shard = 0, bucket = 0
         var fingerprint: UInt64 = 0, mainFingerprint: UInt64 = 0
+        /// `fingerprintWithoutEndpoints`, and the fingerprint of the port's chains and map.
+        var withoutEndpoints: UInt64 = 0, objectFingerprint: UInt64 = 0, chainFingerprint: UInt64 = 0
         /// Elements of the bucket's endpoint map (slot -> address . port).
         var endpointSlots = [NftElement]()
         var hairpin = [IPAddress]()
@@ -582,6 +666,83 @@ public enum NftBackend {
     }
 
     /// Sorted without duplicates (100,000 endpoint addresses: a sort beats a hash set here).
+    /// The hairpin objects of a table: sets of `ADDR . ADDR` (an endpoint reaching itself
+    /// through its service is masqueraded, so that its reply comes back through the NAT) and
+    /// the rule that checks them.
+    struct Hairpin {
+        var sets: [NftSet] = []
+        var chains: [NftChain] = []
+        var rule = NftRule(.ctStatus(.dnat))
+        /// Per set with a fingerprint: its addresses' (for `NftObjectFingerprints`).
+        var prints: [String: UInt64] = [:]
+    }
+
+    /// Up to 8,192 endpoint addresses, one set `hairpin`. Beyond, the addresses are split by
+    /// their last byte over `hairpinSetCount(n)` sets `hairpin-HH` (a power of two, at most
+    /// 4,096 addresses each on average), each checked by the chain of the same name, which the
+    /// rule picks with `ip daddr & MASK vmap @hairpin-sets` (one lookup per new connection, as
+    /// with one set). An endpoint change then rewrites sets of a few thousand elements, not one
+    /// of 100,000 (at 10,000 services × 10 endpoints: 32 sets of ≈3,100).
+    static func hairpinParts(_ sorted: [IPAddress], family: NftFamily, fingerprinted: Bool) -> Hairpin {
+        let addr: NftDataType = family == .ip ? .ipv4Addr : .ipv6Addr
+        let daddr = NftField.daddr(family), saddr = NftField.saddr(family)
+        let comment = "endpoint reaching itself through its service"
+        func members(_ ips: ArraySlice<IPAddress>) -> [NftElement] { ips.map { .element(value($0), value($0)) } }
+        func print(_ name: String, _ ips: ArraySlice<IPAddress>) -> UInt64 {
+            var h = PlanHasher()
+            h.string("hairpin set"); h.string(name); h.int(ips.count)
+            for ip in ips { h.ip(ip) }
+            return h.value
+        }
+        var out = Hairpin()
+        let n = hairpinSetCount(sorted.count)
+        guard n > 1 else {
+            out.sets = [NftSet.set("hairpin", .types([addr, addr]), comment: comment, elements: members(sorted[...]))]
+            if fingerprinted { out.prints["hairpin"] = print("hairpin", sorted[...]) }
+            out.rule = NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin")
+            return out
+        }
+        // Stable partition by the last byte: each part stays sorted.
+        var parts = [[IPAddress]](repeating: [], count: n)
+        for ip in sorted { parts[Int(ip.lo & UInt64(n - 1))].append(ip) }
+        var dispatch = [NftElement]()
+        for (k, ips) in parts.enumerated() {
+            let name = hairpinSetName(k)
+            out.sets.append(NftSet.set(name, .types([addr, addr]), comment: comment, elements: members(ips[...])))
+            if fingerprinted { out.prints[name] = print(name, ips[...]) }
+            out.chains.append(NftChain(name: name, rules: [
+                NftRule(.lookup([saddr, daddr], set: name), .jump("mark-for-masquerade"), comment: "hairpin")]))
+            dispatch.append(.verdict([value(lastByte(k, family))], .jump(name)))
+        }
+        out.sets.append(NftSet.vmap("hairpin-sets", .types([addr]), comment: "hairpin set by the last byte of the address", elements: dispatch))
+        let mask = value(lastByte(n - 1, family)).bytes
+        out.rule = NftRule(statements: [.ctStatus(.dnat), .raw([
+            daddr.load(into: .r1),
+            .bitwise(sreg: .r1, dreg: .r1, mask: mask, xor: NftBytes(zeros: mask.count)),
+            .lookup(set: "hairpin-sets", sreg: .r1, dreg: .verdict, invert: false),
+        ])], comment: "hairpin")
+        return out
+    }
+
+    /// How many hairpin sets hold `n` endpoint addresses (see `hairpinParts`).
+    static func hairpinSetCount(_ n: Int) -> Int {
+        guard n > 8192 else { return 1 }
+        var p = 2
+        while n > p * 4096 && p < 256 { p <<= 1 }
+        return p
+    }
+
+    /// `hairpin-HH`: hairpin set `k`.
+    static func hairpinSetName(_ k: Int) -> String {
+        let hex = Array("0123456789abcdef".utf8)
+        return "hairpin-" + String(decoding: [hex[k >> 4 & 15], hex[k & 15]], as: UTF8.self)
+    }
+
+    /// The address whose last byte is `k` and every other byte zero.
+    static func lastByte(_ k: Int, _ family: NftFamily) -> IPAddress {
+        family == .ip ? IPAddress(v4: UInt32(k)) : IPAddress(v6: 0, UInt64(k))
+    }
+
     static func sortedUnique(_ ips: [IPAddress]) -> [IPAddress] {
         var out = [IPAddress]()
         out.reserveCapacity(ips.count)

@@ -534,6 +534,10 @@ struct Decompiler {
             if case .data(let d) = v {
                 // A constant in a typed position (map data): print it as its type does.
                 parts.append(NftValue(type: t, bytes: Array(d.prefix(t.byteLength))).text)
+            } else if case .masked(let f, let mask, let xor) = v, f.dataType == .ipv4Addr || f.dataType == .ipv6Addr,
+                      xor.allSatisfy({ $0 == 0 }) {
+                // A masked address as a key (`ip daddr & 0.0.0.31 vmap @hairpin-sets`).
+                parts.append("\(f.text) & \(NftFormat.value(mask, type: f.dataType))")
             } else {
                 parts.append(try valueText(v))
             }

@@ -79,6 +79,13 @@ final class DataPathTests: XCTestCase {
         check(try run("nft-sharded"), "nftables (4 shards)")
     }
 
+    /// The same flows in one table beside a service with 9,000 endpoints: the hairpin set is
+    /// split by the address's last byte (`ip daddr & 0.0.0.3 vmap @hairpin-sets`), applied
+    /// with a state directory (the change is planned from object fingerprints).
+    func testNftablesLarge() throws {
+        check(try run("nft-large"), "nftables (9,000 more endpoints)")
+    }
+
     func testIptables() throws {
         check(try run("ipt"), "iptables")
     }

@@ -120,6 +120,10 @@ final class NftApplyCLITests: XCTestCase {
             nft flush ruleset
             \(step(5000, "fresh"))
             \(step(17000, "outgrown"))
+            nft flush ruleset
+            \(bin) render \(args) \(tmp.path)/c9000.yaml > \(tmp.path)/c9.nft
+            nft -f \(tmp.path)/c9.nft
+            nft list ruleset > \(tmp.path)/loaded9
             """)
         XCTAssertEqual(r.status, 0, r.stderr)
         func read(_ name: String) throws -> String { try String(contentsOfFile: tmp.path + "/" + name, encoding: .utf8) }
@@ -132,13 +136,18 @@ final class NftApplyCLITests: XCTestCase {
             XCTAssertTrue(i % 2 == 0 ? line.contains("; 0 messages,") : line == "no differences", line)
         }
         XCTAssertEqual(try read("applied"), try read("loaded"))
-        // The hairpin set and the endpoint map, each with as many elements as endpoints.
+        XCTAssertEqual(try read("bigger"), try read("loaded9"), "split hairpin sets: apply and nft -f agree")
+        // The endpoint map and the hairpin set, each with as many elements as endpoints; past
+        // 8,192 addresses the hairpin set is split by the address's last byte (4 × 2,250 at 9,000,
+        // 8 × 2,125 at 17,000: below the size threshold) and joined again below.
         XCTAssertEqual(try sizes("applied"), ["size 16384", "size 16384"])
-        XCTAssertEqual(try sizes("bigger"), ["size 32768", "size 32768"])
-        XCTAssertEqual(try sizes("shrunk"), ["size 32768", "size 32768"], "room and at most 4×: kept")
-        XCTAssertEqual(try sizes("regrown"), ["size 32768", "size 32768"])
+        XCTAssertEqual(try sizes("bigger"), ["size 32768"])
+        XCTAssertEqual(try read("bigger").components(separatedBy: "\n\tset hairpin-").count - 1, 4)
+        XCTAssertEqual(try sizes("shrunk"), ["size 32768", "size 16384"], "room and at most 4×: kept")
+        XCTAssertEqual(try sizes("regrown"), ["size 32768"])
         XCTAssertEqual(try sizes("fresh"), ["size 16384", "size 16384"])
-        XCTAssertEqual(try sizes("outgrown"), ["size 65536", "size 65536"], "no room: recreated")
+        XCTAssertEqual(try sizes("outgrown"), ["size 65536"], "no room: recreated")
+        XCTAssertEqual(try read("outgrown").components(separatedBy: "\n\tset hairpin-").count - 1, 8)
     }
 
     /// One endpoint replaced by another: the service chain's rule (`numgen random mod 3 offset F

@@ -138,3 +138,52 @@ final class EndpointMapTests: XCTestCase {
     }
 }
 
+
+/// The hairpin set, split by the address's last byte past 8,192 endpoint addresses.
+final class HairpinSplitTests: XCTestCase {
+    func testOneSetUpTo8192AddressesThenPowersOfTwo() {
+        XCTAssertEqual(NftBackend.hairpinSetCount(0), 1)
+        XCTAssertEqual(NftBackend.hairpinSetCount(8192), 1)
+        XCTAssertEqual(NftBackend.hairpinSetCount(8193), 4)
+        XCTAssertEqual(NftBackend.hairpinSetCount(16384), 4)
+        XCTAssertEqual(NftBackend.hairpinSetCount(100_000), 32)
+        XCTAssertEqual(NftBackend.hairpinSetCount(10_000_000), 256)
+    }
+
+    func testEveryAddressIsInTheSetOfItsLastByte() throws {
+        for family in [NftFamily.ip, .ip6] {
+            let ips: [IPAddress] = (0..<9000).map { (n: Int) -> IPAddress in
+                let low = UInt64(n / 250) << 8 | UInt64(n % 250 + 1)
+                return family == .ip ? IPAddress(v4: 0x0afa_0000 | UInt32(low)) : IPAddress(v6: 0xfd00_0000_0000_0000, low)
+            }
+            let h = NftBackend.hairpinParts(NftBackend.sortedUnique(ips), family: family, fingerprinted: true)
+            XCTAssertEqual(h.sets.map { $0.name }, ["hairpin-00", "hairpin-01", "hairpin-02", "hairpin-03", "hairpin-sets"])
+            XCTAssertEqual(h.chains.map { $0.name }, ["hairpin-00", "hairpin-01", "hairpin-02", "hairpin-03"])
+            XCTAssertEqual(Set(h.prints.keys), ["hairpin-00", "hairpin-01", "hairpin-02", "hairpin-03"])
+            var seen = 0
+            for (k, s) in h.sets.dropLast().enumerated() {
+                for e in s.elements {
+                    let v = e.key.start[0].bytes
+                    XCTAssertEqual(Int(v[v.count - 1]) & 3, k, "\(family) \(s.name)")
+                    XCTAssertEqual(e.key.start[0], e.key.start[1])
+                    seen += 1
+                }
+                XCTAssertEqual(s.elements, s.elements.sorted { $0.key.start[0].bytes.lexicographicallyPrecedes($1.key.start[0].bytes) })
+            }
+            XCTAssertEqual(seen, 9000)
+            let sets = h.sets
+            let masked = family == .ip ? "ip daddr & 0.0.0.3" : "ip6 daddr & ::3"
+            XCTAssertEqual(try h.rule.renderText(family: family, sets: sets), "ct status dnat \(masked) vmap @hairpin-sets comment \"hairpin\"")
+            let saddr = family == .ip ? "ip saddr . ip daddr" : "ip6 saddr . ip6 daddr"
+            XCTAssertEqual(try h.chains[2].rules[0].renderText(family: family, sets: sets),
+                           "\(saddr) @hairpin-02 jump mark-for-masquerade comment \"hairpin\"")
+            XCTAssertEqual(h.sets.last!.elements.count, 4)
+        }
+        // Up to 8,192: the one set of before, and its rule.
+        let one = NftBackend.hairpinParts([IPAddress(v4: 0x0a00_0001)], family: .ip, fingerprinted: false)
+        XCTAssertEqual(one.sets.map(\.name), ["hairpin"])
+        XCTAssertTrue(one.chains.isEmpty && one.prints.isEmpty)
+        XCTAssertEqual(try one.rule.renderText(family: .ip, sets: one.sets),
+                       "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade comment \"hairpin\"")
+    }
+}

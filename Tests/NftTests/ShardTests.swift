@@ -228,8 +228,8 @@ final class ShardTests: XCTestCase {
 
     /// The sharded main table's fingerprint leaves endpoints out: whatever change of a service
     /// port changes the main table must change that fingerprint.
-    func testEveryChangeOfTheMainTableMovesItsFingerprint() {
-        let base = plan(cluster())
+    /// Changes of one service port's plan, each touching one plan field.
+    func mutations() -> [(String, (inout ServicePortPlan) -> Void)] {
         let ep = PlannedEndpoint(ip: IPAddress("10.244.9.9")!, port: 8080, isLocal: true, ready: true, serving: true, terminating: false)
         var mutations: [(String, (inout ServicePortPlan) -> Void)] = [
             ("port", { $0.port += 1 }), ("nodePort", { $0.nodePort = 31999 }), ("clusterIP", { $0.clusterIP = IPAddress("10.96.9.9")! }),
@@ -246,9 +246,16 @@ final class ShardTests: XCTestCase {
             ("proto", { $0.proto = $0.proto == .tcp ? .udp : .tcp }),
         ]
         mutations.append(("healthCheckNodePort", { $0.healthCheckNodePort = 32000 }))
+        mutations.append(("another endpoint", { $0.clusterEndpoints.append(ep); $0.reachableEndpoints.append(ep) }))
+        mutations.append(("endpoint port", { $0.clusterEndpoints[0].port += 1; $0.reachableEndpoints[0].port += 1 }))
+        return mutations
+    }
+
+    func testEveryChangeOfTheMainTableMovesItsFingerprint() {
+        let base = plan(cluster())
         let before = NftBackend.build([base], shards: 4, fingerprintSalt: 1)
         let main = NftTableID(.ip, "kuberules")
-        for (what, mutate) in mutations {
+        for (what, mutate) in mutations() {
             for i in [0, 1, 7] {
                 var p = base
                 mutate(&p.services[i])
@@ -261,6 +268,55 @@ final class ShardTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// Object fingerprints (`NftObjectFingerprints`): wherever a chain or set has the same
+    /// fingerprint before and after a change, it is the same object, in one table and with
+    /// shards. And they are fine enough to be of use: an endpoint replaced leaves the service
+    /// port's chains and the shared sets alone, and moves only its endpoint map's fingerprint
+    /// (and the hairpin set's).
+    func testEqualObjectFingerprintsMeanEqualObjects() {
+        let base = plan(cluster())
+        // svc-1: a plain ClusterIP service port (no affinity).
+        let plain = base.services.firstIndex { $0.name.name == "svc-1" }!
+        for shards in [1, 4] {
+            let before = NftBackend.build([base], shards: shards, fingerprintSalt: 1)
+            for (what, mutate) in mutations() {
+                for i in [0, 1, 7, plain] {
+                    var p = base
+                    mutate(&p.services[i])
+                    let after = NftBackend.build([p], shards: shards, fingerprintSalt: 1)
+                    var kept: Set<String> = []
+                    for t in after.tables {
+                        guard let b = before.table(t.family, t.name), let pa = after.objectFingerprints[t.id],
+                              let pb = before.objectFingerprints[t.id] else { continue }
+                        XCTAssertEqual(pa.chains.count, t.chains.count)
+                        XCTAssertEqual(pa.sets.count, t.sets.count)
+                        for (k, c) in t.chains.enumerated() {
+                            guard let f = pa.chain(k, named: c.name), let j = b.chains.firstIndex(where: { $0.name == c.name }),
+                                  pb.chain(j, named: c.name) == f else { continue }
+                            XCTAssertEqual(c, b.chains[j], "\(what) of service \(i), \(shards) shard(s): chain \(c.name) changed, its fingerprint did not")
+                            kept.insert(t.name + " chain " + c.name)
+                        }
+                        for (k, s) in t.sets.enumerated() {
+                            guard let f = pa.set(k, named: s.name), let j = b.sets.firstIndex(where: { $0.name == s.name }),
+                                  pb.set(j, named: s.name) == f else { continue }
+                            XCTAssertEqual(s, b.sets[j], "\(what) of service \(i), \(shards) shard(s): set \(s.name) changed, its fingerprint did not")
+                            kept.insert(t.name + " set " + s.name)
+                        }
+                    }
+                    guard what == "endpoint address", i == plain else { continue }
+                    let t = after.tables.first { $0.chains.contains { $0.comment == "ns/svc-1:p" } }!
+                    let chain = t.chains.first { $0.comment == "ns/svc-1:p" }!.name
+                    let map = t.chains.first { $0.name == chain }!.rules.last!.exprs.compactMap(\.referencedSet).first!
+                    XCTAssertTrue(kept.contains(t.name + " chain " + chain), "\(shards): the chain of an endpoint replaced keeps its fingerprint")
+                    XCTAssertFalse(kept.contains(t.name + " set " + map), "\(shards): its endpoint map's fingerprint moves")
+                    XCTAssertFalse(kept.contains(t.name + " set hairpin"))
+                    if shards == 1 { XCTAssertTrue(kept.contains("kuberules set service-ips") && kept.contains("kuberules set cluster-ips")) }
+                }
+            }
+        }
+        XCTAssertTrue(NftBackend.build([base], fingerprintSalt: nil).objectFingerprints.isEmpty, "none without a salt")
     }
 
     /// A retry (concurrent change) after the saved state was used must not save the skipped

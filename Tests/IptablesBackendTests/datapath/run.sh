@@ -1,6 +1,8 @@
 #!/bin/bash
-# Data-path test: real TCP/UDP through the rules kuberules applies. Usage: run.sh KUBERULES nft|nft-sharded|ipt
-# (nft-sharded: --nft-shards 4 with a state directory, so the second apply trusts fingerprints).
+# Data-path test: real TCP/UDP through the rules kuberules applies. Usage: run.sh KUBERULES nft|nft-sharded|nft-large|ipt
+# (nft-sharded: --nft-shards 4 with a state directory, so the second apply trusts fingerprints;
+# nft-large: one table with a state directory, plus a service with 9,000 endpoints elsewhere, so
+# that the hairpin set is split by the address's last byte).
 #
 #   client ns (192.168.50.100 and .101) --veth-- node ns (192.168.50.1, kuberules rules)
 #                                                 |-- veth -- pod1 ns 10.244.0.2 (node-a)
@@ -52,9 +54,28 @@ ip netns exec $N sysctl -qw net.ipv4.icmp_ratelimit=0
 sleep 1
 
 ARGS="--node-name node-a --node-ip 192.168.50.1 --config $DIR/proxy-config.yaml $DIR/services.yaml"
+if [ "$MODE" = nft-large ]; then
+  python3 - "$STATE/big.yaml" <<'PY'
+import sys
+out = ["apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: t}\n"
+       "spec:\n  clusterIP: 10.96.0.99\n  ports: [{name: http, port: 80, protocol: TCP}]\n"]
+for k in range(9):
+    eps = "".join("  - {addresses: [10.250.%d.%d], conditions: {ready: true}}\n" % (n // 250, n % 250 + 1)
+                  for n in range(k * 1000, (k + 1) * 1000))
+    out.append("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\n"
+               "metadata: {name: big-%d, namespace: t, labels: {kubernetes.io/service-name: big}}\n"
+               "ports: [{name: http, port: 8080, protocol: TCP}]\nendpoints:\n%s" % (k, eps))
+open(sys.argv[1], "w").write("---\n".join(out))
+PY
+  ARGS="$ARGS $STATE/big.yaml"
+fi
 apply() {
   if [ "$MODE" = nft ]; then
     ip netns exec $N "$B" apply --backend nftables --ip-family ipv4 $ARGS "$1" >/dev/null || exit 3
+  elif [ "$MODE" = nft-large ]; then
+    ip netns exec $N "$B" apply --backend nftables --ip-family ipv4 --state-dir "$STATE/st" $ARGS "$1" >/dev/null || exit 3
+    # The pods' addresses are in the split hairpin sets (2 and 3 in hairpin-02 and -03 of 4).
+    ip netns exec $N nft list set ip kuberules hairpin-02 | grep -q "10.244.0.2 . 10.244.0.2" || exit 4
   elif [ "$MODE" = nft-sharded ]; then
     ip netns exec $N "$B" apply --backend nftables --ip-family ipv4 --nft-shards 4 --state-dir "$STATE" $ARGS "$1" >/dev/null || exit 3
   else
@@ -89,7 +110,8 @@ fi
 apply "$DIR/slices-changed.yaml"
 flow pod-after-change      $P1 tcp 10.96.0.10 80 12
 if [ "$MODE" != ipt ]; then
-  ip netns exec $N "$B" cleanup --backend nftables --state-dir "$STATE" >/dev/null || exit 3
+  SD=$STATE; [ "$MODE" = nft-large ] && SD=$STATE/st
+  ip netns exec $N "$B" cleanup --backend nftables --state-dir "$SD" >/dev/null || exit 3
   echo "LEFT $(ip netns exec $N nft list ruleset | wc -l)"
 else
   ip netns exec $N "$B" cleanup --backend iptables --state-dir "$STATE" >/dev/null || exit 3
