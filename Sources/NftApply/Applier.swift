@@ -233,8 +233,16 @@ public final class NftApplier {
             guard timed("load table state", { stateStore.loadTable(t.id, into: &saved) }) else { return nil }
             guard let was = saved.tables[t.id] ?? nil else { continue }   // absent then, so absent now
             guard let w = want[t.id], w.header == was.header else { return nil }
-            guard let (unchanged, needChains, changedDesired) = timed("compare", { was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder) })
-            else { return nil }
+            // The same chain digests in the same order (one digest of them all): every chain is
+            // unchanged, and the saved ones need not be read.
+            let compared: (unchanged: [Bool], changed: Set<String>, changedDesired: [Int])?
+            if w.chainsDigest == was.chainsDigest {
+                compared = ([Bool](repeating: true, count: t.chains.count), [], [])
+            } else {
+                guard timed("load chains", { stateStore.loadChains(t.id, into: &saved) }), let was = saved.tables[t.id] ?? nil else { return nil }
+                compared = timed("compare", { was.chains.compare(names: t.chains.map(\.name), digests: w.chainOrder) })
+            }
+            guard let (unchanged, needChains, changedDesired) = compared else { return nil }
             var needSets = Set(was.sets.filter { w.sets[$0.key] != $0.value }.keys)
             // A changed set whose committed elements were saved (same definition) is rebuilt
             // from them: records equal to the desired set's (its encoding, kept for saving)
@@ -242,8 +250,9 @@ public final class NftApplier {
             var rebuilt: [NftSet] = []
             // Not dynamic sets: the packet path changes them without a new generation.
             for s in t.sets where needSets.contains(s.name) && !s.flags.contains(.dynamic) {
-                guard let digest = was.sets[s.name], let old = saved.elements[t.id]?[s.name], old.setDigest == digest,
-                      let newDigest = w.sets[s.name] else { continue }
+                guard let digest = was.sets[s.name], saved.elements[t.id]?[s.name]?.setDigest == digest,
+                      timed("load elements", { stateStore.loadElements(t.id, s.name, into: &saved) }),
+                      let old = saved.elements[t.id]?[s.name], let newDigest = w.sets[s.name] else { continue }
                 let new = NftSavedElements(s, digest: newDigest)
                 encoded[t.id, default: [:]][s.name] = new
                 guard old.definition == new.definition, let have = timed("rebuild set", { Self.rebuild(s, from: old.bytes, desired: new.bytes) }) else { continue }
@@ -254,6 +263,8 @@ public final class NftApplier {
                   part.chains.count == needChains.count, part.sets.count == needSets.count else { return nil }
             dumpedChains += needChains.count
             dumpedSets += needSets.count
+            let bookkeeping = NftClock.now()
+            defer { phases.append(("assemble", NftClock.now() - bookkeeping)) }
             var have = NftTable(family: t.family, name: t.name, comment: part.comment)
             let changedSets = needSets.union(rebuilt.map(\.name))
             let equalSets = t.sets.filter { was.sets[$0.name] != nil && !changedSets.contains($0.name) }
@@ -330,7 +341,19 @@ public final class NftApplier {
             }
             restricted.tables[i].chains = kept
         }
-        var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: state.tables, kernel: kernelVersion, validate: false, listing: listing) }
+        // Without a listing (which names sets in rules), the sets known equal leave both sides.
+        var current = state.tables
+        for i in restricted.tables.indices where !listing {
+            let id = restricted.tables[i].id
+            guard let same = state.equalSets[id], !same.isEmpty else { continue }
+            restricted.tables[i].sets.removeAll { s in
+                guard same.contains(s.name) else { return false }
+                equal.sets += 1; equal.elements += s.elements.count
+                return true
+            }
+            current[id]?.sets.removeAll { same.contains($0.name) }
+        }
+        var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: current, kernel: kernelVersion, validate: false, listing: listing) }
         plan.unchanged.tables += equal.tables
         plan.unchanged.chains += equal.chains
         plan.unchanged.rules += equal.rules
@@ -389,10 +412,10 @@ public final class NftApplier {
         known = (gen, m)
     }
 
+    /// Whether a set that expires elements (`flags timeout`: the kernel accepts an element
+    /// timeout nowhere else) has elements in `r`.
     static func hasExpiringElements(_ r: NftRuleset) -> Bool {
-        r.tables.contains { $0.sets.contains { s in
-            s.flags.contains(.timeout) && !s.elements.isEmpty || s.elements.contains { $0.timeoutMs != nil }
-        } }
+        r.tables.contains { $0.sets.contains { s in s.flags.contains(.timeout) && !s.elements.isEmpty } }
     }
 
     /// Forgets the remembered state: the next apply reads the kernel.

@@ -226,8 +226,7 @@ public struct NftChainDigests: Sendable, Equatable {
     public init() {}
 
     public init(names: [String], digests: [UInt64]) {
-        bytes.reserveCapacity(names.count * 64)
-        for (n, d) in zip(names, digests) { append(n, d) }
+        self.init(count: min(names.count, digests.count), name: { names[$0] }, digest: { digests[$0] })
     }
 
     /// Takes an encoded buffer; nil if it is not one.
@@ -242,6 +241,31 @@ public struct NftChainDigests: Sendable, Equatable {
         }
         self.bytes = bytes
         count = n
+    }
+
+    /// Entries `0..<count`, written in one pass into a buffer of the right size.
+    public init(count: Int, name: (Int) -> String, digest: (Int) -> UInt64) {
+        var total = 0
+        for i in 0..<count { total += 10 + min(name(i).utf8.count, 0xffff) }
+        bytes = [UInt8](unsafeUninitializedCapacity: total) { buf, filled in
+            filled = 0
+            guard let start = buf.baseAddress, total > 0 else { return }
+            let base = UnsafeMutableRawPointer(start)
+            var at = 0
+            for i in 0..<count {
+                base.storeBytes(of: digest(i).littleEndian, toByteOffset: at, as: UInt64.self)
+                var n = name(i)
+                n.withUTF8 { u in
+                    let len = min(u.count, 0xffff)
+                    base.storeBytes(of: UInt8(len & 0xff), toByteOffset: at + 8, as: UInt8.self)
+                    base.storeBytes(of: UInt8(len >> 8), toByteOffset: at + 9, as: UInt8.self)
+                    if len > 0 { (base + at + 10).copyMemory(from: u.baseAddress!, byteCount: len) }
+                    at += 10 + len
+                }
+            }
+            filled = at
+        }
+        self.count = count
     }
 
     public mutating func append(_ name: String, _ digest: UInt64) {
@@ -323,7 +347,12 @@ public struct NftChainDigests: Sendable, Equatable {
 /// The digests of one table: what `apply` committed, saved for the next run.
 public struct NftTableDigests: Sendable, Equatable {
     public var header: UInt64
+    /// The chain digests; empty while `chainsLoaded` is false (a saved state read without
+    /// them: `storedChainsDigest` stands for them).
     public var chains: NftChainDigests
+    public var chainsLoaded = true
+    /// The digest of `chains.bytes` as stored, for chains not loaded.
+    public var storedChainsDigest: UInt64 = 0
     public var sets: [String: UInt64]
     /// The desired table's chain digests, in its chain order (not saved).
     public var chainOrder: [UInt64] = []
@@ -343,24 +372,53 @@ public struct NftTableDigests: Sendable, Equatable {
     /// fingerprint (`NftDigest.fingerprinted`), without walking its rules or elements.
     public init(_ t: NftTable, prints: NftObjectFingerprints? = nil) {
         header = NftDigest.header(t)
-        func chain(_ i: Int) -> UInt64 {
-            let c = t.chains[i]
-            if let f = prints?.chain(i, named: c.name) { return NftDigest.fingerprinted(1, c.name, f) }
-            return NftDigest.chain(c)
+        // Element by element through buffers: a copy of a chain or set (or of `prints`) per
+        // object is a dozen reference counts, more than a fingerprint's digest.
+        let p = prints ?? NftObjectFingerprints()
+        let chainOrder = t.chains.withUnsafeBufferPointer { chains in
+            p.chainNames.withUnsafeBufferPointer { chainNames in
+                p.chains.withUnsafeBufferPointer { chainPrints in
+                    // In runs handed to whichever core is free.
+                    Parallel.mapRuns(count: chains.count, minimumCount: 2048) { run in
+                        run.map { i -> UInt64 in
+                            if i < chainPrints.count, chainPrints[i] != 0, chainNames[i] == chains[i].name {
+                                return NftDigest.fingerprinted(1, chainNames[i], chainPrints[i])
+                            }
+                            return NftDigest.chain(chains[i])
+                        }
+                    }.flatMap { $0 }
+                }
+            }
         }
-        func set(_ i: Int) -> UInt64 {
-            let s = t.sets[i]
-            if let f = prints?.set(i, named: s.name) { return NftDigest.fingerprinted(2, s.name, f) }
-            return NftDigest.set(s)
+        self.chainOrder = chainOrder
+        let s = t.sets.withUnsafeBufferPointer { sets in
+            p.setNames.withUnsafeBufferPointer { setNames in
+                p.sets.withUnsafeBufferPointer { setPrints in
+                    // One set (a hairpin set) can hold 100,000 elements.
+                    Parallel.mapRuns(count: sets.count, minimumCount: 64) { run in
+                        run.map { i -> UInt64 in
+                            if i < setPrints.count, setPrints[i] != 0, setNames[i] == sets[i].name {
+                                return NftDigest.fingerprinted(2, setNames[i], setPrints[i])
+                            }
+                            return NftDigest.set(sets[i])
+                        }
+                    }.flatMap { $0 }
+                }
+            }
         }
-        // In runs handed to whichever core is free: one set (hairpin) can hold 100,000 elements.
-        chainOrder = Parallel.mapRuns(count: t.chains.count, minimumCount: 2048) { run in run.map(chain) }.flatMap { $0 }
-        let s = Parallel.mapRuns(count: t.sets.count, minimumCount: 64) { run in run.map(set) }.flatMap { $0 }
-        chains = NftChainDigests(names: t.chains.map(\.name), digests: chainOrder)
-        sets = Dictionary(zip(t.sets.map(\.name), s), uniquingKeysWith: { a, _ in a })
+        chains = t.chains.withUnsafeBufferPointer { c in NftChainDigests(count: c.count, name: { c[$0].name }, digest: { chainOrder[$0] }) }
+        var d = [String: UInt64](minimumCapacity: t.sets.count)
+        for i in t.sets.indices { d[t.sets[i].name] = s[i] }
+        sets = d
+    }
+
+    /// The digest of the chain digests (`NftDigest.of(chains.bytes)`): two tables whose chain
+    /// lists give the same one have the same chains with the same digests, in the same order.
+    public var chainsDigest: UInt64 {
+        chainsLoaded ? chains.bytes.withUnsafeBytes { NftDigest.of($0) } : storedChainsDigest
     }
 
     public static func == (a: NftTableDigests, b: NftTableDigests) -> Bool {
-        a.header == b.header && a.chains == b.chains && a.sets == b.sets && a.fingerprint == b.fingerprint
+        a.header == b.header && a.chainsDigest == b.chainsDigest && a.sets == b.sets && a.fingerprint == b.fingerprint
     }
 }

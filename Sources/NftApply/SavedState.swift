@@ -34,16 +34,39 @@ public struct NftSavedState: Sendable, Equatable {
 }
 
 /// A set's elements as committed, encoded, with the digest of the whole set (definition and
-/// elements) they were part of and the digest of its definition alone.
+/// elements) they were part of and the digest of its definition alone. Read from a state file,
+/// the bytes load on demand (`NftStateStore.loadElements`); `blob` (their digest) vouches for them.
 public struct NftSavedElements: Sendable, Equatable {
     public var setDigest: UInt64
     public var definition: UInt64
+    /// `NftDigest.of(bytes)`.
+    public var blob: UInt64
+    /// The encoded elements (`NftElementCodec`); empty until loaded.
     public var bytes: [UInt8]
+    public var loaded: Bool
+    /// Where a state file holds the bytes: pack file, offset, length (pack -1: not stored yet).
+    public var pack = -1, offset = 0, length = 0
 
     public init(setDigest: UInt64, definition: UInt64, bytes: [UInt8]) {
         self.setDigest = setDigest
         self.definition = definition
         self.bytes = bytes
+        self.blob = bytes.withUnsafeBytes { NftDigest.of($0) }
+        self.loaded = true
+    }
+
+    /// Stored elements, not loaded yet.
+    init(setDigest: UInt64, definition: UInt64, blob: UInt64, pack: Int, offset: Int, length: Int) {
+        self.setDigest = setDigest
+        self.definition = definition
+        self.blob = blob
+        self.bytes = []
+        self.loaded = false
+        self.pack = pack; self.offset = offset; self.length = length
+    }
+
+    public static func == (a: NftSavedElements, b: NftSavedElements) -> Bool {
+        a.setDigest == b.setDigest && a.definition == b.definition && a.blob == b.blob
     }
 
     /// The encoding of `set`'s elements.
@@ -57,9 +80,14 @@ public protocol NftStateStore: AnyObject {
     /// The namespace and boot this process runs in.
     var scope: String { get }
     func load() -> NftSavedState?
-    /// Loads the chain and set digests and the elements of table `id` into `state` if they are
-    /// not loaded yet; false if they cannot be (then the state must not be used).
+    /// Loads the set digests and the (not yet loaded) elements of table `id` into `state` if
+    /// they are not loaded yet; false if they cannot be (then the state must not be used).
     func loadTable(_ id: NftTableID, into state: inout NftSavedState) -> Bool
+    /// Loads the chain digests of table `id` (after `loadTable`); false if they cannot be.
+    func loadChains(_ id: NftTableID, into state: inout NftSavedState) -> Bool
+    /// Loads the bytes of the saved elements of set `set` of table `id`; false if they
+    /// cannot be (then the set is read from the kernel).
+    func loadElements(_ id: NftTableID, _ set: String, into state: inout NftSavedState) -> Bool
     /// Saves the state; nil removes it (the next apply reads the kernel). A table whose digests
     /// carry the `part` they were loaded from and that has no `elements` entry is kept as stored.
     func save(_ state: NftSavedState?)
@@ -67,6 +95,12 @@ public protocol NftStateStore: AnyObject {
 
 extension NftStateStore {
     public func loadTable(_ id: NftTableID, into state: inout NftSavedState) -> Bool { !state.unloaded.contains(id) }
+    public func loadChains(_ id: NftTableID, into state: inout NftSavedState) -> Bool {
+        (state.tables[id] ?? nil)?.chainsLoaded ?? false
+    }
+    public func loadElements(_ id: NftTableID, _ set: String, into state: inout NftSavedState) -> Bool {
+        state.elements[id]?[set]?.loaded ?? false
+    }
 }
 
 /// A state store that keeps nothing (the default): every apply reads the kernel.
@@ -77,30 +111,38 @@ public final class NftNoStateStore: NftStateStore {
     public func save(_ state: NftSavedState?) {}
 }
 
-/// Per network namespace, in a directory (`--state-dir`), an index file and one part file per
-/// table, named by the digest of its content (so a table that did not change keeps its file and
-/// is neither rewritten nor read):
+/// Per network namespace, in a directory (`--state-dir`), an index file; per table a part file
+/// and a chains file, each named by the digest of its content (so a table that did not change
+/// keeps its files, and they are neither rewritten nor read); and per table 64 pack files that
+/// hold the sets' elements (a set's pack is picked by its name: a changed set rewrites its
+/// pack, and reading it back reads its pack alone):
 ///
 ///     nftables-<ns>.state:
-///     kuberules-nft-state 4
+///     kuberules-nft-state 5
 ///     scope <boot id>/netns-cookie-<cookie>   (or netns-<device>-<inode> before Linux 5.14)
 ///     generation <n>
-///     table <family> <name> <header digest> <fingerprint or -> <part digest>
+///     table <family> <name> <header digest> <fingerprint or -> <part digest> <chains digest>
 ///     absent <family> <name>
 ///     end <digest of every byte before this line>
 ///
 ///     nftables-<ns>.<part digest>.part:
-///     chains <length>                            followed by <length> bytes (`NftChainDigests`) and a newline
 ///     set <digest> <name>
-///     elements <set digest> <definition digest> <length> <name>
-///                                                followed by <length> bytes (`NftElementCodec`) and a newline
+///     elements <set digest> <definition digest> <bytes digest> <pack> <offset> <length> <name>
 ///     end <part digest: of every byte before this line>
 ///
-/// Each file is written to a temporary file and renamed, the index last, so a reader sees the
-/// old or the new state; part files no index names are removed after the index is written.
+///     nftables-<ns>.<chains digest>.chains:  the chain digests (`NftChainDigests`)
+///     nftables-<ns>.<table key>-<pack>.pack: encoded elements (`NftElementCodec`), back to back
+///
+/// Each file is written to a temporary file and renamed, packs first and the index last, so a
+/// reader sees the old or the new state; every piece is checked against the digest that names
+/// it (an old part naming a rewritten pack finds other bytes there: that set is then read from
+/// the kernel). Parts and chains files no index names are removed after the index is written,
+/// and the packs of tables it does not name.
 public final class NftStateFile: NftStateStore {
     public let directory: String
     public let scope: String
+    /// How many pack files hold a table's elements.
+    static let packs = 64
 
     public init(directory: String) {
         self.directory = directory
@@ -114,6 +156,25 @@ public final class NftStateFile: NftStateStore {
 
     /// The part file with this content digest.
     public func partPath(_ digest: UInt64) -> String { directory + "/" + stem + "." + String(digest, radix: 16) + ".part" }
+
+    /// The chains file with this content digest.
+    public func chainsPath(_ digest: UInt64) -> String { directory + "/" + stem + "." + String(digest, radix: 16) + ".chains" }
+
+    /// Pack `k` of table `id`.
+    public func packPath(_ id: NftTableID, _ k: Int) -> String {
+        directory + "/" + stem + "." + Self.tableKey(id) + "-" + String(k) + ".pack"
+    }
+
+    static func tableKey(_ id: NftTableID) -> String {
+        var s = id.family.rawValue + " " + id.name
+        return String(s.withUTF8 { NftDigest.of(UnsafeRawBufferPointer($0)) }, radix: 16)
+    }
+
+    /// The pack of a set, by its name.
+    public static func pack(of set: String) -> Int {
+        var s = set
+        return Int(s.withUTF8 { NftDigest.of(UnsafeRawBufferPointer($0)) } % UInt64(packs))
+    }
 
     /// The boot id and the network namespace's identity (device and inode of /proc/self/ns/net).
     static func currentScope() -> String {
@@ -158,22 +219,56 @@ public final class NftStateFile: NftStateStore {
     public func loadTable(_ id: NftTableID, into state: inout NftSavedState) -> Bool {
         guard state.unloaded.contains(id) else { return true }
         guard let t = state.tables[id] ?? nil, let part = t.part, let bytes = Self.readFile(partPath(part)),
-              let (loaded, elements) = bytes.withUnsafeBufferPointer({ Self.parsePart($0, digest: part) }) else { return false }
+              let (sets, elements) = bytes.withUnsafeBufferPointer({ Self.parsePart($0, digest: part) }) else { return false }
         var full = t
-        full.chains = loaded.chains
-        full.sets = loaded.sets
+        full.sets = sets
         state.tables[id] = .some(full)
         state.elements[id] = elements
         state.unloaded.remove(id)
         return true
     }
 
+    public func loadChains(_ id: NftTableID, into state: inout NftSavedState) -> Bool {
+        guard let t = state.tables[id] ?? nil else { return false }
+        if t.chainsLoaded { return true }
+        guard let bytes = Self.readFile(chainsPath(t.storedChainsDigest), allowEmpty: true),
+              bytes.withUnsafeBytes({ NftDigest.of($0) }) == t.storedChainsDigest,
+              let chains = NftChainDigests(bytes: bytes) else { return false }
+        var full = t
+        full.chains = chains
+        full.chainsLoaded = true
+        state.tables[id] = .some(full)
+        return true
+    }
+
+    public func loadElements(_ id: NftTableID, _ set: String, into state: inout NftSavedState) -> Bool {
+        guard var e = state.elements[id]?[set] else { return false }
+        if e.loaded { return true }
+        guard e.pack >= 0, let bytes = Self.readRange(packPath(id, e.pack), offset: e.offset, length: e.length),
+              bytes.withUnsafeBytes({ NftDigest.of($0) }) == e.blob else { return false }
+        e.bytes = bytes
+        e.loaded = true
+        state.elements[id]?[set] = e
+        return true
+    }
+
+    /// `length` bytes of a file from `offset`.
+    static func readRange(_ path: String, offset: Int, length: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let bytes = [UInt8](unsafeUninitializedCapacity: length) { buf, count in
+            count = length == 0 ? 0 : max(0, pread(fd, buf.baseAddress, length, off_t(offset)))
+        }
+        return bytes.count == length ? bytes : nil
+    }
+
     /// The whole file, read into a buffer of its size (no growing copies of megabytes).
-    static func readFile(_ path: String) -> [UInt8]? {
+    static func readFile(_ path: String, allowEmpty: Bool = false) -> [UInt8]? {
         guard let f = fopen(path, "r") else { return nil }
         defer { fclose(f) }
         var st = stat()
-        guard fstat(fileno(f), &st) == 0, st.st_size > 0, st.st_size < 1 << 32 else { return nil }
+        guard fstat(fileno(f), &st) == 0, st.st_size > 0 || allowEmpty && st.st_size == 0, st.st_size < 1 << 32 else { return nil }
         let size = Int(st.st_size)
         let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
             count = fread(buf.baseAddress, 1, size, f)
@@ -245,7 +340,7 @@ public final class NftStateFile: NftStateStore {
 
     /// Parses the index: every table's header, fingerprint and part (marked unloaded).
     static func parseIndex(_ whole: UnsafeBufferPointer<UInt8>) -> NftSavedState? {
-        guard var r = Lines(whole), let l0 = r.line(), r.text(l0) == "kuberules-nft-state 4", let l1 = r.line(), let l2 = r.line() else { return nil }
+        guard var r = Lines(whole), let l0 = r.line(), r.text(l0) == "kuberules-nft-state 5", let l1 = r.line(), let l2 = r.line() else { return nil }
         let scopeLine = r.text(l1), genLine = r.text(l2)
         guard scopeLine.hasPrefix("scope "), genLine.hasPrefix("generation "),
               let gen = UInt32(genLine.dropFirst("generation ".count)) else { return nil }
@@ -258,9 +353,12 @@ public final class NftStateFile: NftStateStore {
             let id = NftTableID(family, r.text(name))
             switch r.text(kind) {
             case "table":
-                let (header, n3) = r.word(l, from: n2), (fingerprint, n4) = r.word(l, from: n3), (part, _) = r.word(l, from: n4)
-                guard let h = r.hex(header), let p = r.hex(part) else { return nil }
+                let (header, n3) = r.word(l, from: n2), (fingerprint, n4) = r.word(l, from: n3)
+                let (part, n5) = r.word(l, from: n4), (chains, _) = r.word(l, from: n5)
+                guard let h = r.hex(header), let p = r.hex(part), let c = r.hex(chains) else { return nil }
                 var d = NftTableDigests(header: h)
+                d.chainsLoaded = false
+                d.storedChainsDigest = c
                 if r.text(fingerprint) != "-" {
                     guard let f = r.hex(fingerprint) else { return nil }
                     d.fingerprint = f
@@ -277,10 +375,10 @@ public final class NftStateFile: NftStateStore {
         return state
     }
 
-    /// Parses a part file (tens of thousands of entries: no per-line String splitting).
-    static func parsePart(_ whole: UnsafeBufferPointer<UInt8>, digest: UInt64) -> (NftTableDigests, [String: NftSavedElements])? {
+    /// Parses a part file: the set digests and the stored elements (not loaded).
+    static func parsePart(_ whole: UnsafeBufferPointer<UInt8>, digest: UInt64) -> ([String: UInt64], [String: NftSavedElements])? {
         guard var r = Lines(whole), r.digest == digest else { return nil }
-        var t = NftTableDigests(header: 0)
+        var sets: [String: UInt64] = [:]
         var elements: [String: NftSavedElements] = [:]
         while let l = r.line() {
             guard !l.isEmpty else { return nil }
@@ -289,40 +387,66 @@ public final class NftStateFile: NftStateStore {
             case "set":
                 let (d, nameStart) = r.word(l, from: rest)
                 guard let v = r.hex(d), nameStart < l.upperBound else { return nil }
-                t.sets[r.text(nameStart..<l.upperBound)] = v
-            case "chains":
-                let (length, _) = r.word(l, from: rest)
-                guard let n = r.hex(length), let bytes = r.blob(n), let chains = NftChainDigests(bytes: bytes) else { return nil }
-                t.chains = chains
+                sets[r.text(nameStart..<l.upperBound)] = v
             case "elements":
-                let (d, n1) = r.word(l, from: rest), (definition, n2) = r.word(l, from: n1)
-                let (length, nameStart) = r.word(l, from: n2)
-                guard let sd = r.hex(d), let def = r.hex(definition), let n = r.hex(length), nameStart < l.upperBound,
-                      let bytes = r.blob(n) else { return nil }
-                elements[r.text(nameStart..<l.upperBound)] = NftSavedElements(setDigest: sd, definition: def, bytes: bytes)
+                let (d, n1) = r.word(l, from: rest), (definition, n2) = r.word(l, from: n1), (blob, n3) = r.word(l, from: n2)
+                let (pack, n4) = r.word(l, from: n3), (offset, n5) = r.word(l, from: n4), (length, nameStart) = r.word(l, from: n5)
+                guard let sd = r.hex(d), let def = r.hex(definition), let b = r.hex(blob), let k = r.hex(pack), k < UInt64(packs),
+                      let o = r.hex(offset), let n = r.hex(length), o < 1 << 40, n < 1 << 40, nameStart < l.upperBound else { return nil }
+                elements[r.text(nameStart..<l.upperBound)] = NftSavedElements(setDigest: sd, definition: def, blob: b,
+                                                                              pack: Int(k), offset: Int(o), length: Int(n))
             default:
                 return nil
             }
         }
-        return (t, elements)
+        return (sets, elements)
     }
 
-    /// A table's part file content (with its end line) and its digest.
+    /// A table's part file content (with its end line) and its digest; element entries not
+    /// stored in a pack are left out.
     static func part(_ t: NftTableDigests, _ elements: [String: NftSavedElements]) -> (bytes: [UInt8], digest: UInt64) {
         var out = [UInt8]()
         func put(_ s: String) { out.append(contentsOf: s.utf8) }
-        put("chains \(String(t.chains.bytes.count, radix: 16))\n")
-        out.append(contentsOf: t.chains.bytes)
-        out.append(10)
-        for (name, d) in t.sets.sorted(by: { $0.key < $1.key }) { put("set \(String(d, radix: 16)) \(name)\n") }
-        for (name, e) in elements.sorted(by: { $0.key < $1.key }) {
-            put("elements \(String(e.setDigest, radix: 16)) \(String(e.definition, radix: 16)) \(String(e.bytes.count, radix: 16)) \(name)\n")
-            out.append(contentsOf: e.bytes)
-            out.append(10)
+        func hex(_ v: UInt64) -> String { String(v, radix: 16) }
+        for (name, d) in t.sets.sorted(by: { $0.key < $1.key }) { put("set \(hex(d)) \(name)\n") }
+        for (name, e) in elements.sorted(by: { $0.key < $1.key }) where e.pack >= 0 {
+            put("elements \(hex(e.setDigest)) \(hex(e.definition)) \(hex(e.blob)) \(hex(UInt64(e.pack))) \(hex(UInt64(e.offset))) \(hex(UInt64(e.length))) \(name)\n")
         }
         let digest = out.withUnsafeBytes { NftDigest.of($0) }
-        put("end \(String(digest, radix: 16))\n")
+        put("end \(hex(digest))\n")
         return (out, digest)
+    }
+
+    /// Writes the packs of table `id` that are to hold elements not stored there yet (each such
+    /// pack whole: its other entries are read back from the old pack first) and returns the
+    /// elements with where they are stored; entries that cannot be read back are left out.
+    func writePacks(_ id: NftTableID, _ elements: [String: NftSavedElements]) -> [String: NftSavedElements]? {
+        var byPack = [[String]](repeating: [], count: Self.packs)
+        for name in elements.keys.sorted() { byPack[Self.pack(of: name)].append(name) }
+        var out = elements
+        for k in 0..<Self.packs where byPack[k].contains(where: { elements[$0]!.pack != k }) {
+            var old: [UInt8]?
+            var bytes = [UInt8]()
+            for name in byPack[k] {
+                var e = elements[name]!
+                if !e.loaded {
+                    // Stored in this pack (a set's pack never changes) and not loaded.
+                    if old == nil { old = Self.readFile(packPath(id, k), allowEmpty: true) ?? [] }
+                    guard e.pack == k, e.offset + e.length <= old!.count else { out[name] = nil; continue }
+                    e.bytes = Array(old![e.offset..<(e.offset + e.length)])
+                    guard e.bytes.withUnsafeBytes({ NftDigest.of($0) }) == e.blob else { out[name] = nil; continue }
+                }
+                e.pack = k
+                e.offset = bytes.count
+                e.length = e.bytes.count
+                bytes += e.bytes
+                e.bytes = []
+                e.loaded = false
+                out[name] = e
+            }
+            guard write(bytes, to: packPath(id, k)) else { return nil }
+        }
+        return out
     }
 
     /// Writes `bytes` to `path` through a temporary file and a rename.
@@ -337,14 +461,15 @@ public final class NftStateFile: NftStateStore {
         return true
     }
 
-    /// Removes the index and every part file of this namespace (cleanup).
+    /// Removes the index and every other file of this namespace (cleanup).
     public func removeAll() {
         unlink(path)
-        removeParts(keeping: [])
+        removeFiles(keeping: [], tables: [])
     }
 
-    /// Removes this namespace's part files other than `keep`.
-    func removeParts(keeping keep: Set<UInt64>) {
+    /// Removes this namespace's part and chains files other than `keep`, and its pack files
+    /// of tables other than `tables` (table keys).
+    func removeFiles(keeping keep: Set<UInt64>, tables: Set<String>) {
         guard let dir = opendir(directory) else { return }
         defer { closedir(dir) }
         let prefix = stem + "."
@@ -352,43 +477,56 @@ public final class NftStateFile: NftStateStore {
             let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            guard name.hasPrefix(prefix), name.hasSuffix(".part") else { continue }
-            let hex = name.dropFirst(prefix.count).dropLast(".part".count)
-            if let d = UInt64(hex, radix: 16), keep.contains(d) { continue }
+            guard name.hasPrefix(prefix) else { continue }
+            let rest = name.dropFirst(prefix.count)
+            if rest.hasSuffix(".part") || rest.hasSuffix(".chains") {
+                if let dot = rest.firstIndex(of: "."), let d = UInt64(rest[..<dot], radix: 16), keep.contains(d) { continue }
+            } else if rest.hasSuffix(".pack") {
+                if let dash = rest.lastIndex(of: "-"), tables.contains(String(rest[..<dash])) { continue }
+            } else {
+                continue
+            }
             unlink(directory + "/" + name)
         }
     }
 
     public func save(_ state: NftSavedState?) {
         guard let state else {
-            // The parts stay (the next save removes those it does not name): a table saved
-            // again as stored keeps referring to its part.
+            // The other files stay (the next save removes those it does not name): a table
+            // saved again as stored keeps referring to them.
             unlink(path)
             return
         }
         Self.makeDirectories(directory)
         var out = [UInt8]()
         func put(_ s: String) { out.append(contentsOf: s.utf8) }
-        put("kuberules-nft-state 4\nscope \(state.scope)\ngeneration \(state.generation)\n")
-        var keep = Set<UInt64>()
+        put("kuberules-nft-state 5\nscope \(state.scope)\ngeneration \(state.generation)\n")
+        var keep = Set<UInt64>(), tables = Set<String>()
         for id in state.tables.keys.sorted() {
             guard let t = state.tables[id] ?? nil else {
                 put("absent \(id.family.rawValue) \(id.name)\n")
                 continue
             }
+            tables.insert(Self.tableKey(id))
             let part: UInt64
+            let chains = t.chainsDigest
             if let p = t.part, state.elements[id] == nil || state.unloaded.contains(id) {
                 part = p   // kept as stored
             } else {
-                let (bytes, digest) = Self.part(t, state.elements[id] ?? [:])
+                if t.chainsLoaded && access(chainsPath(chains), F_OK) != 0 {
+                    guard write(t.chains.bytes, to: chainsPath(chains)) else { unlink(path); return }
+                }
+                guard let elements = writePacks(id, state.elements[id] ?? [:]) else { unlink(path); return }
+                let (bytes, digest) = Self.part(t, elements)
                 guard write(bytes, to: partPath(digest)) else { unlink(path); return }
                 part = digest
             }
             keep.insert(part)
-            put("table \(id.family.rawValue) \(id.name) \(String(t.header, radix: 16)) \(t.fingerprint.map { String($0, radix: 16) } ?? "-") \(String(part, radix: 16))\n")
+            keep.insert(chains)
+            put("table \(id.family.rawValue) \(id.name) \(String(t.header, radix: 16)) \(t.fingerprint.map { String($0, radix: 16) } ?? "-") \(String(part, radix: 16)) \(String(chains, radix: 16))\n")
         }
         out.withUnsafeBytes { put("end \(String(NftDigest.of($0), radix: 16))\n") }
         guard write(out, to: path) else { unlink(path); return }
-        removeParts(keeping: keep)
+        removeFiles(keeping: keep, tables: tables)
     }
 }

@@ -570,6 +570,71 @@ final class SavedStateTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/nested"), [], "cleanup leaves nothing")
     }
 
+    /// Chain digests and set elements load on demand: chains from the file named by their
+    /// digest, elements from the pack of their set; a changed set rewrites its pack alone and
+    /// keeps the other sets stored there.
+    func testChainsAndElementsLoadOnDemand() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftpacks-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = NftStateFile(directory: dir)
+        var t = NftTable(family: .ip, name: "kuberules")
+        for k in 0..<300 {
+            t.add(NftSet.set("s\(k)", .type(.ipv4Addr), elements: (0..<(k % 5)).map { .element(.ipv4("10.0.\(k / 250).\($0 + 1)")) }))
+        }
+        t.add(NftChain(name: "c", rules: [NftRule(.accept)]))
+        var state = NftSavedState(scope: file.scope, generation: 1, tables: [t.id: NftTableDigests(t)])
+        for set in t.sets where !set.elements.isEmpty {
+            state.elements[t.id, default: [:]][set.name] = NftSavedElements(set, digest: NftDigest.set(set))
+        }
+        file.save(state)
+        func packs() throws -> [String: Data] {
+            var out: [String: Data] = [:]
+            for n in try FileManager.default.contentsOfDirectory(atPath: dir) where n.hasSuffix(".pack") {
+                out[n] = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + n))
+            }
+            return out
+        }
+        let before = try packs()
+        XCTAssertEqual(before.count, Set(t.sets.filter { !$0.elements.isEmpty }.map { NftStateFile.pack(of: $0.name) }).count)
+
+        var loaded = try XCTUnwrap(file.load())
+        XCTAssertTrue(file.loadTable(t.id, into: &loaded))
+        XCTAssertFalse(loaded.tables[t.id]!!.chainsLoaded)
+        XCTAssertEqual(loaded.tables[t.id]!!.chainsDigest, state.tables[t.id]!!.chainsDigest)
+        XCTAssertTrue(loaded.elements[t.id]!.values.allSatisfy { !$0.loaded && $0.bytes.isEmpty })
+        XCTAssertTrue(file.loadChains(t.id, into: &loaded))
+        XCTAssertEqual(loaded.tables[t.id]!!.chains, state.tables[t.id]!!.chains)
+        XCTAssertTrue(file.loadElements(t.id, "s7", into: &loaded))
+        XCTAssertEqual(loaded.elements[t.id]!["s7"]!.bytes, state.elements[t.id]!["s7"]!.bytes)
+        XCTAssertEqual(NftElementCodec.decode(loaded.elements[t.id]!["s7"]!.bytes), t.sets[7].elements)
+
+        // One set changes: its pack is rewritten, with every other set of that pack.
+        var changed = loaded
+        t.sets[7].elements.append(.element(.ipv4("10.9.9.9")))
+        changed.tables[t.id]??.sets["s7"] = NftDigest.set(t.sets[7])
+        changed.elements[t.id]!["s7"] = NftSavedElements(t.sets[7], digest: NftDigest.set(t.sets[7]))
+        file.save(changed)
+        let after = try packs()
+        XCTAssertEqual(Set(after.keys), Set(before.keys))
+        XCTAssertEqual(after.filter { before[$0.key] != $0.value }.count, 1, "one pack rewritten")
+        var again = try XCTUnwrap(file.load())
+        XCTAssertTrue(file.loadTable(t.id, into: &again))
+        for set in t.sets where !set.elements.isEmpty {
+            XCTAssertTrue(file.loadElements(t.id, set.name, into: &again), set.name)
+            XCTAssertEqual(NftElementCodec.decode(again.elements[t.id]![set.name]!.bytes), set.elements, set.name)
+        }
+
+        // A pack that does not hold what the part says: those sets are not loaded.
+        let s7pack = NftStateFile.pack(of: "s7")
+        try Data("other bytes".utf8).write(to: URL(fileURLWithPath: file.packPath(t.id, s7pack)))
+        var damaged = try XCTUnwrap(file.load())
+        XCTAssertTrue(file.loadTable(t.id, into: &damaged))
+        XCTAssertFalse(file.loadElements(t.id, "s7", into: &damaged))
+        XCTAssertTrue(file.loadElements(t.id, "s8", into: &damaged) || NftStateFile.pack(of: "s8") == s7pack)
+        file.removeAll()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [], "cleanup leaves nothing")
+    }
+
     func testChainDigestListComparesByNameWithoutOrder() {
         let saved = NftChainDigests(names: ["a", "b", "c", "gone"], digests: [1, 2, 3, 4])
         XCTAssertEqual(NftChainDigests(bytes: saved.bytes), saved)

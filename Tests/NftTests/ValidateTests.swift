@@ -56,6 +56,32 @@ final class ValidateTests: XCTestCase {
         XCTAssertEqual(message(t)?.contains("set s0: comment longer than 128 bytes"), true, message(t) ?? "valid")
     }
 
+    /// Chains and sets known to be what the kernel accepted last are not checked again; the
+    /// others still are, against every name.
+    func testKnownChainsAndSetsAreNotCheckedAgain() {
+        var t = table(chains: 100, elements: 10)
+        t.chains[40].rules[1] = NftRule(.jump("nowhere"))
+        t.sets[2].elements[3] = .verdict([NftValue(type: .ipv4Addr, bytes: [1, 2, 3, 4])], .accept)
+        var known = [Bool](repeating: true, count: 100)
+        XCTAssertNoThrow(try NftDiff.validate(t, knownChains: known, knownSets: ["s0", "s1", "s2"]))
+        XCTAssertThrowsError(try NftDiff.validate(t, knownChains: known, knownSets: ["s0", "s1"]))
+        known[40] = false
+        XCTAssertThrowsError(try NftDiff.validate(t, knownChains: known, knownSets: ["s0", "s1", "s2"]))
+        // A changed chain's targets are looked up among all chains, known or not.
+        t.chains[40].rules[1] = NftRule(.jump("c7"))
+        XCTAssertNoThrow(try NftDiff.validate(t, knownChains: known, knownSets: ["s2"]))
+        // A mask of another length is no mask.
+        XCTAssertThrowsError(try NftDiff.validate(t, knownChains: [true], knownSets: ["s0", "s1"]))
+    }
+
+    func testElementTimeoutsNeedATimeoutSet() {
+        var t = table(chains: 1, sets: 1, elements: 10)
+        t.sets[0].elements[4].timeoutMs = 5000
+        XCTAssertEqual(message(t)?.contains("set s0: element timeout in a set without flags timeout"), true, message(t) ?? "valid")
+        t.sets[0].flags.insert(.timeout)
+        XCTAssertNil(message(t))
+    }
+
     func testDuplicatesAndLongComments() {
         var t = table(chains: 10, elements: 10)
         t.chains.append(NftChain(name: "c3"))
