@@ -133,7 +133,8 @@ public final class NftApplier {
         /// (from the saved digests) to equal the desired one. Those are left out of both sides
         /// of the diff.
         public var equalChains: [NftTableID: [Bool]] = [:]
-        /// Per table, the sets known (from the saved digests) to equal the desired ones.
+        /// Per table, the sets known (from the saved digests) to equal the desired ones. Those
+        /// are not in `tables` either.
         public var equalSets: [NftTableID: Set<String>] = [:]
         /// Tables whose fingerprint equals the saved one: the kernel holds exactly the desired
         /// table. Not in `tables`; left out of the diff altogether.
@@ -147,13 +148,15 @@ public final class NftApplier {
         encoded = [:]
         defer { desiredDigests = nil; encoded = [:] }
         let state = try readState(desired)
-        guard !state.equalChains.isEmpty || !state.unchangedTables.isEmpty else { return (state.generation, state.tables) }
-        // Put the desired chains back in for the ones known to be equal.
+        guard !state.equalChains.isEmpty || !state.equalSets.isEmpty || !state.unchangedTables.isEmpty else {
+            return (state.generation, state.tables)
+        }
+        // Put the desired chains and sets back in for the ones known to be equal.
         var tables = state.tables
         for t in desired.tables where state.unchangedTables.contains(t.id) { tables[t.id] = t }
-        for t in desired.tables {
-            guard let eq = state.equalChains[t.id], tables[t.id] != nil else { continue }
-            tables[t.id]!.chains += zip(t.chains, eq).filter { $0.1 }.map { $0.0 }
+        for t in desired.tables where tables[t.id] != nil {
+            if let eq = state.equalChains[t.id] { tables[t.id]!.chains += zip(t.chains, eq).filter { $0.1 }.map { $0.0 } }
+            if let same = state.equalSets[t.id] { tables[t.id]!.sets += t.sets.filter { same.contains($0.name) } }
         }
         return (state.generation, tables)
     }
@@ -267,8 +270,9 @@ public final class NftApplier {
             defer { phases.append(("assemble", NftClock.now() - bookkeeping)) }
             var have = NftTable(family: t.family, name: t.name, comment: part.comment)
             let changedSets = needSets.union(rebuilt.map(\.name))
-            let equalSets = t.sets.filter { was.sets[$0.name] != nil && !changedSets.contains($0.name) }
-            have.sets = part.sets + rebuilt + equalSets
+            var equalSets = Set<String>(minimumCapacity: t.sets.count)
+            for s in t.sets where was.sets[s.name] != nil && !changedSets.contains(s.name) { equalSets.insert(s.name) }
+            have.sets = part.sets + rebuilt
             have.chains = part.chains
             // Chains and sets recreated (definition changed) affect the rules that refer to
             // them: then the diff sees every chain.
@@ -282,9 +286,10 @@ public final class NftApplier {
             }
             if definitionsKept {
                 state.equalChains[t.id] = unchanged
-                state.equalSets[t.id] = Set(equalSets.map(\.name))
+                state.equalSets[t.id] = equalSets
             } else {
                 have.chains += zip(t.chains, unchanged).filter { $0.1 }.map { $0.0 }
+                have.sets += t.sets.filter { equalSets.contains($0.name) }
             }
             state.tables[t.id] = have
         }
@@ -292,7 +297,7 @@ public final class NftApplier {
         reusedTables = state.unchangedTables
         lastReadSource = .savedState(chains: dumpedChains, sets: dumpedSets)
         lastLoaded = saved
-        if state.equalChains.isEmpty && state.unchangedTables.isEmpty { remember(gen, desired, state.tables) } else { known = nil }
+        if state.equalChains.isEmpty && state.equalSets.isEmpty && state.unchangedTables.isEmpty { remember(gen, desired, state.tables) } else { known = nil }
         return state
     }
 
@@ -315,7 +320,7 @@ public final class NftApplier {
     /// The diff of the desired ruleset against a state read by `readState`.
     /// `listing`: whether the plan carries its human-readable listing.
     private func diff(_ desired: NftRuleset, _ state: CurrentState, listing: Bool = true) throws -> NftPlan {
-        guard !state.equalChains.isEmpty || !state.unchangedTables.isEmpty else {
+        guard !state.equalChains.isEmpty || !state.equalSets.isEmpty || !state.unchangedTables.isEmpty else {
             return try NftDiff.plan(desired: desired, current: state.tables, kernel: kernelVersion, listing: listing)
         }
         // Unchanged tables were valid when committed: only the others are validated and diffed.
@@ -336,22 +341,28 @@ public final class NftApplier {
         for i in restricted.tables.indices {
             guard let mask = state.equalChains[restricted.tables[i].id] else { continue }
             var kept: [NftChain] = []
-            for (c, isEqual) in zip(restricted.tables[i].chains, mask) {
-                if isEqual { equal.chains += 1; equal.rules += c.rules.count } else { kept.append(c) }
+            restricted.tables[i].chains.withUnsafeBufferPointer { chains in
+                for k in chains.indices where k < mask.count {
+                    if mask[k] { equal.chains += 1; equal.rules += chains[k].rules.count } else { kept.append(chains[k]) }
+                }
             }
             restricted.tables[i].chains = kept
         }
-        // Without a listing (which names sets in rules), the sets known equal leave both sides.
+        // The sets known equal are not in the current state: without a listing they leave the
+        // desired side too; with one (which shows the sets rules name), both sides have them.
         var current = state.tables
-        for i in restricted.tables.indices where !listing {
+        for i in restricted.tables.indices {
             let id = restricted.tables[i].id
             guard let same = state.equalSets[id], !same.isEmpty else { continue }
+            if listing {
+                current[id]?.sets += restricted.tables[i].sets.filter { same.contains($0.name) }
+                continue
+            }
             restricted.tables[i].sets.removeAll { s in
                 guard same.contains(s.name) else { return false }
                 equal.sets += 1; equal.elements += s.elements.count
                 return true
             }
-            current[id]?.sets.removeAll { same.contains($0.name) }
         }
         var plan = try timed("diff") { try NftDiff.plan(desired: restricted, current: current, kernel: kernelVersion, validate: false, listing: listing) }
         plan.unchanged.tables += equal.tables

@@ -161,7 +161,7 @@ public struct NftDigest: Sendable {
         d.optional(c.comment) { $0.string($1) }
         d.int(c.rules.count)
         for r in c.rules { d.rule(r) }
-        return d.value
+        return d.value & ~1   // even: a fingerprint's digest is odd
     }
 
     /// A set or map: its definition and its elements in order.
@@ -170,17 +170,18 @@ public struct NftDigest: Sendable {
         d.definition(s)
         d.int(s.elements.count)
         for e in s.elements { d.element(e) }
-        return d.value
+        return d.value & ~1   // even: a fingerprint's digest is odd
     }
 
     /// The digest of a chain or set with a fingerprint (`NftObjectFingerprints`): it stands for
-    /// the content, so it is never equal to a content digest, nor to another kind's or name's.
-    public static func fingerprinted(_ kind: UInt8, _ name: String, _ print: UInt64) -> UInt64 {
+    /// the content, and is never equal to a content digest (in the last bit) nor to another
+    /// kind's. Digests are compared by object name, so the name is not part of it (chains of one
+    /// service port share their fingerprint).
+    @inline(__always) public static func fingerprinted(_ kind: UInt8, _ print: UInt64) -> UInt64 {
         var d = NftDigest()
         d.u64(0xf1f0_0000 | UInt64(kind))
-        d.string(name)
         d.u64(print)
-        return d.value
+        return d.value | 1
     }
 
     /// A set's definition alone (what `NftSet.sameDefinition` compares).
@@ -378,11 +379,12 @@ public struct NftTableDigests: Sendable, Equatable {
         let chainOrder = t.chains.withUnsafeBufferPointer { chains in
             p.chainNames.withUnsafeBufferPointer { chainNames in
                 p.chains.withUnsafeBufferPointer { chainPrints in
-                    // In runs handed to whichever core is free.
-                    Parallel.mapRuns(count: chains.count, minimumCount: 2048) { run in
+                    // In runs handed to whichever core is free; on this core alone when every
+                    // chain may have a fingerprint (then a chain costs a name's digest).
+                    Parallel.mapRuns(count: chains.count, minimumCount: chainPrints.count == chains.count ? Int.max : 2048) { run in
                         run.map { i -> UInt64 in
                             if i < chainPrints.count, chainPrints[i] != 0, chainNames[i] == chains[i].name {
-                                return NftDigest.fingerprinted(1, chainNames[i], chainPrints[i])
+                                return NftDigest.fingerprinted(1, chainPrints[i])
                             }
                             return NftDigest.chain(chains[i])
                         }
@@ -395,10 +397,10 @@ public struct NftTableDigests: Sendable, Equatable {
             p.setNames.withUnsafeBufferPointer { setNames in
                 p.sets.withUnsafeBufferPointer { setPrints in
                     // One set (a hairpin set) can hold 100,000 elements.
-                    Parallel.mapRuns(count: sets.count, minimumCount: 64) { run in
+                    Parallel.mapRuns(count: sets.count, minimumCount: setPrints.count == sets.count ? Int.max : 64) { run in
                         run.map { i -> UInt64 in
                             if i < setPrints.count, setPrints[i] != 0, setNames[i] == sets[i].name {
-                                return NftDigest.fingerprinted(2, setNames[i], setPrints[i])
+                                return NftDigest.fingerprinted(2, setPrints[i])
                             }
                             return NftDigest.set(sets[i])
                         }

@@ -114,8 +114,8 @@ public final class NftNoStateStore: NftStateStore {
 /// Per network namespace, in a directory (`--state-dir`), an index file; per table a part file
 /// and a chains file, each named by the digest of its content (so a table that did not change
 /// keeps its files, and they are neither rewritten nor read); and per table 64 pack files that
-/// hold the sets' elements (a set's pack is picked by its name: a changed set rewrites its
-/// pack, and reading it back reads its pack alone):
+/// hold the sets' elements (a set's pack is picked by its name; a changed set's elements are
+/// appended to its pack, and reading them back reads them alone):
 ///
 ///     nftables-<ns>.state:
 ///     kuberules-nft-state 5
@@ -133,10 +133,10 @@ public final class NftNoStateStore: NftStateStore {
 ///     nftables-<ns>.<chains digest>.chains:  the chain digests (`NftChainDigests`)
 ///     nftables-<ns>.<table key>-<pack>.pack: encoded elements (`NftElementCodec`), back to back
 ///
-/// Each file is written to a temporary file and renamed, packs first and the index last, so a
-/// reader sees the old or the new state; every piece is checked against the digest that names
-/// it (an old part naming a rewritten pack finds other bytes there: that set is then read from
-/// the kernel). Parts and chains files no index names are removed after the index is written,
+/// Packs only grow (until one is compacted: written anew); every other file is written to a
+/// temporary file and renamed, the index last, so a reader sees the old or the new state; every
+/// piece is checked against the digest that names it (an old part naming a compacted pack finds
+/// other bytes there: that set is then read from the kernel). Parts and chains files no index names are removed after the index is written,
 /// and the packs of tables it does not name.
 public final class NftStateFile: NftStateStore {
     public let directory: String
@@ -406,46 +406,75 @@ public final class NftStateFile: NftStateStore {
     /// stored in a pack are left out.
     static func part(_ t: NftTableDigests, _ elements: [String: NftSavedElements]) -> (bytes: [UInt8], digest: UInt64) {
         var out = [UInt8]()
-        func put(_ s: String) { out.append(contentsOf: s.utf8) }
-        func hex(_ v: UInt64) -> String { String(v, radix: 16) }
-        for (name, d) in t.sets.sorted(by: { $0.key < $1.key }) { put("set \(hex(d)) \(name)\n") }
-        for (name, e) in elements.sorted(by: { $0.key < $1.key }) where e.pack >= 0 {
-            put("elements \(hex(e.setDigest)) \(hex(e.definition)) \(hex(e.blob)) \(hex(UInt64(e.pack))) \(hex(UInt64(e.offset))) \(hex(UInt64(e.length))) \(name)\n")
+        out.reserveCapacity(t.sets.count * 160)
+        func put(_ s: StaticString) { s.withUTF8Buffer { out.append(contentsOf: $0) } }
+        func name(_ s: String) { out.append(contentsOf: s.utf8); out.append(10) }
+        func hex(_ v: UInt64) {
+            var digits = 1
+            while digits < 16 && v >> (4 * UInt64(digits)) != 0 { digits += 1 }
+            for i in stride(from: digits - 1, through: 0, by: -1) {
+                let d = UInt8(truncatingIfNeeded: v >> (4 * UInt64(i))) & 15
+                out.append(d < 10 ? 48 + d : 87 + d)
+            }
+            out.append(32)
+        }
+        for (n, d) in t.sets.sorted(by: { $0.key < $1.key }) { put("set "); hex(d); name(n) }
+        for (n, e) in elements.sorted(by: { $0.key < $1.key }) where e.pack >= 0 {
+            put("elements "); hex(e.setDigest); hex(e.definition); hex(e.blob)
+            hex(UInt64(e.pack)); hex(UInt64(e.offset)); hex(UInt64(e.length)); name(n)
         }
         let digest = out.withUnsafeBytes { NftDigest.of($0) }
-        put("end \(hex(digest))\n")
+        out.append(contentsOf: "end \(String(digest, radix: 16))\n".utf8)
         return (out, digest)
     }
 
-    /// Writes the packs of table `id` that are to hold elements not stored there yet (each such
-    /// pack whole: its other entries are read back from the old pack first) and returns the
-    /// elements with where they are stored; entries that cannot be read back are left out.
+    /// Stores the elements of table `id` not stored yet: appended to the pack of their set (the
+    /// bytes already there stay valid, so the part on disk still describes them until the new
+    /// index is in place). A pack grown past twice its live bytes (and 256 KiB) is written
+    /// anew with the live entries only, through a temporary file. Returns the elements with
+    /// where they are stored; entries that cannot be read back are left out.
     func writePacks(_ id: NftTableID, _ elements: [String: NftSavedElements]) -> [String: NftSavedElements]? {
-        var byPack = [[String]](repeating: [], count: Self.packs)
-        for name in elements.keys.sorted() { byPack[Self.pack(of: name)].append(name) }
         var out = elements
-        for k in 0..<Self.packs where byPack[k].contains(where: { elements[$0]!.pack != k }) {
-            var old: [UInt8]?
-            var bytes = [UInt8]()
-            for name in byPack[k] {
-                var e = elements[name]!
-                if !e.loaded {
-                    // Stored in this pack (a set's pack never changes) and not loaded.
-                    if old == nil { old = Self.readFile(packPath(id, k), allowEmpty: true) ?? [] }
-                    guard e.pack == k, e.offset + e.length <= old!.count else { out[name] = nil; continue }
-                    e.bytes = Array(old![e.offset..<(e.offset + e.length)])
-                    guard e.bytes.withUnsafeBytes({ NftDigest.of($0) }) == e.blob else { out[name] = nil; continue }
-                }
-                e.pack = k
-                e.offset = bytes.count
-                e.length = e.bytes.count
-                bytes += e.bytes
-                e.bytes = []
-                e.loaded = false
-                out[name] = e
-            }
-            guard write(bytes, to: packPath(id, k)) else { return nil }
+        var new = [[String]](repeating: [], count: Self.packs)
+        var live = [Int](repeating: 0, count: Self.packs)
+        for (name, e) in elements {
+            if e.pack < 0 { new[Self.pack(of: name)].append(name) } else if e.pack < Self.packs { live[e.pack] += e.length }
         }
+        for k in 0..<Self.packs where !new[k].isEmpty {
+            let path = packPath(id, k)
+            var st = stat()
+            let size = stat(path, &st) == 0 ? Int(st.st_size) : 0
+            let added = new[k].reduce(0) { $0 + elements[$1]!.bytes.count }
+            if size > 2 * (live[k] + added) + (256 << 10) {
+                // Compact: the live entries of this pack, then the new ones, in a new file.
+                guard let old = Self.readFile(path, allowEmpty: true) else { return nil }
+                var bytes = [UInt8]()
+                for (name, e) in elements where e.pack == k {
+                    guard e.offset + e.length <= old.count else { out[name] = nil; continue }
+                    let b = Array(old[e.offset..<(e.offset + e.length)])
+                    guard b.withUnsafeBytes({ NftDigest.of($0) }) == e.blob else { out[name] = nil; continue }
+                    out[name]!.offset = bytes.count
+                    bytes += b
+                }
+                for name in new[k] {
+                    out[name]!.pack = k; out[name]!.offset = bytes.count; out[name]!.length = elements[name]!.bytes.count
+                    bytes += elements[name]!.bytes
+                }
+                guard write(bytes, to: path) else { return nil }
+                continue
+            }
+            let fd = open(path, O_WRONLY | O_CREAT, 0o644)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            var at = size
+            for name in new[k] {
+                let b = elements[name]!.bytes
+                guard b.withUnsafeBytes({ pwrite(fd, $0.baseAddress, $0.count, off_t(at)) }) == b.count else { return nil }
+                out[name]!.pack = k; out[name]!.offset = at; out[name]!.length = b.count
+                at += b.count
+            }
+        }
+        for name in out.keys where out[name]!.pack >= 0 { out[name]!.bytes = []; out[name]!.loaded = false }
         return out
     }
 

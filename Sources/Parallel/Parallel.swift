@@ -132,9 +132,21 @@ extension Parallel {
     /// noticeable part of a second, which need not be spent on the caller's critical path.
     /// The caller must not keep other references it later releases itself (the last release frees).
     public static func releaseInBackground<T: Sendable>(_ value: T) {
+        if keepsReleasedValues {
+            keptLock.lock(); kept.append(value); keptLock.unlock()
+            return
+        }
         guard cores > 1 else { return }
         DispatchQueue.global(qos: .utility).async { withExtendedLifetime(value) {} }
     }
+
+    /// Set by a command that exits soon after latency-sensitive work (`apply`): values given
+    /// to `releaseInBackground` are then kept until the process exits, so that no background
+    /// thread frees millions of objects beside that work (competing for the second core and
+    /// the allocator). The kernel reclaims the memory at exit at once.
+    nonisolated(unsafe) public static var keepsReleasedValues = false
+    nonisolated(unsafe) private static var kept: [Any] = []
+    private static let keptLock = NSLock()
 }
 
 /// Hands out 0, 1, 2, … to the workers of `Parallel.mapRuns`.

@@ -5,6 +5,7 @@ import NftApply
 import NftBackend
 import NftModel
 import Netlink
+import Parallel
 
 /// Opens the netlink kernel, or exits 3 with the reason.
 func openNftKernel() throws -> NftNetlink {
@@ -28,6 +29,8 @@ func nftApplier(_ kernel: NftNetlink, stateDir: String) -> NftApplier {
 /// are kept until the process exits: freeing them at the end of a command is wasted work
 /// (≈80 ms at 10,000 services, the applier's committed state and the desired ruleset).
 func nftDesiredAndApplier(_ options: CompileOptions) throws -> (NftRuleset, NftApplier) {
+    // Nothing is freed beside the applier's work, which is timed and latency-sensitive.
+    Parallel.keepsReleasedValues = true
     let desired = try Pipeline(options: options).nftables(fingerprinted: true)
     let applier = nftApplier(try openNftKernel(), stateDir: options.stateDir)
     keepUntilExit(desired, applier)
