@@ -159,14 +159,16 @@ def bench_size(n):
         shutil.rmtree(state, ignore_errors=True)
         nft = [BIN, "apply", "--backend", "nftables", "--state-dir", state] + NODE
         ns.run(nft + [cluster])
-        for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed")):
-            wall, _, text = ns.run(nft + [os.path.join(d, "cluster-%s.json" % change)])
-            msgs, nbytes, ms = summary(text)
-            out("| nftables: %s | %.2f s | %d ms | %d | %d | %s |" % (what, wall, ms, msgs, nbytes, read_source(text)))
-            ns.run(nft + [cluster])
-        wall, _, text = ns.run(nft + [cluster])
-        msgs, nbytes, ms = summary(text)
-        out("| nftables: nothing changed | %.2f s | %d ms | %d | %d | %s |" % (wall, ms, msgs, nbytes, read_source(text)))
+        for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed"), (None, "nothing changed")):
+            walls, mss = [], []
+            for _ in range(5):
+                wall, _, text = ns.run(nft + [os.path.join(d, "cluster-%s.json" % change) if change else cluster])
+                msgs, nbytes, ms = summary(text)
+                walls.append(wall); mss.append(ms)
+                ns.run(nft + [cluster])
+            walls.sort(); mss.sort()
+            out("| nftables: %s (median of 5; range) | %.2f s | %d ms (%d–%d) | %d | %d | %s |"
+                % (what, walls[2], mss[2], mss[0], mss[-1], msgs, nbytes, read_source(text)))
         nostate = [BIN, "apply", "--backend", "nftables", "--state-dir", ""] + NODE
         wall, _, text = ns.run(nostate + [os.path.join(d, "cluster-endpoint.json")])
         msgs, nbytes, ms = summary(text)
