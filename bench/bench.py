@@ -159,16 +159,7 @@ def bench_size(n):
         shutil.rmtree(state, ignore_errors=True)
         nft = [BIN, "apply", "--backend", "nftables", "--state-dir", state] + NODE
         ns.run(nft + [cluster])
-        for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed"), (None, "nothing changed")):
-            walls, mss = [], []
-            for _ in range(5):
-                wall, _, text = ns.run(nft + [os.path.join(d, "cluster-%s.json" % change) if change else cluster])
-                msgs, nbytes, ms = summary(text)
-                walls.append(wall); mss.append(ms)
-                ns.run(nft + [cluster])
-            walls.sort(); mss.sort()
-            out("| nftables: %s (median of 5; range) | %.2f s | %d ms (%d–%d) | %d | %d | %s |"
-                % (what, walls[2], mss[2], mss[0], mss[-1], msgs, nbytes, read_source(text)))
+        incremental_rows(ns, nft, d, cluster, "nftables")
         nostate = [BIN, "apply", "--backend", "nftables", "--state-dir", ""] + NODE
         wall, _, text = ns.run(nostate + [os.path.join(d, "cluster-endpoint.json")])
         msgs, nbytes, ms = summary(text)
@@ -198,16 +189,21 @@ def bench_sharded(n, d, cluster):
         msgs, nbytes, ms = summary(text)
         out("| nftables `--nft-shards %d`: full apply into an empty namespace | %.2f s | %d ms | %d | %d | %s |"
             % (SHARDS, wall, ms, msgs, nbytes, read_source(text)))
-        for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed"), (None, "nothing changed")):
-            walls, mss = [], []
-            for _ in range(5):
-                wall, _, text = ns.run(nft + [os.path.join(d, "cluster-%s.json" % change) if change else cluster])
-                msgs, nbytes, ms = summary(text)
-                walls.append(wall); mss.append(ms)
-                ns.run(nft + [cluster])
-            walls.sort(); mss.sort()
-            out("| nftables `--nft-shards %d`: %s (median of 5; range) | %.2f s | %d ms (%d–%d) | %d | %d | %s |"
-                % (SHARDS, what, walls[2], mss[2], mss[0], mss[-1], msgs, nbytes, read_source(text)))
+        incremental_rows(ns, nft, d, cluster, "nftables `--nft-shards %d`" % SHARDS)
+
+def incremental_rows(ns, nft, d, cluster, label):
+    """One endpoint changed, one service added, one removed, nothing changed: each applied 5
+    times after the full cluster (and back), in namespace ns; median and range."""
+    for change, what in (("endpoint", "one endpoint changed"), ("add", "one service added"), ("remove", "one service removed"), (None, "nothing changed")):
+        walls, mss = [], []
+        for _ in range(5):
+            wall, _, text = ns.run(nft + [os.path.join(d, "cluster-%s.json" % change) if change else cluster])
+            msgs, nbytes, ms = summary(text)
+            walls.append(wall); mss.append(ms)
+            ns.run(nft + [cluster])
+        walls.sort(); mss.sort()
+        out("| %s: %s (median of 5; range) | %.2f s | %d ms (%d–%d) | %d | %d | %s |"
+            % (label, what, walls[2], mss[2], mss[0], mss[-1], msgs, nbytes, read_source(text)))
 
 ROUNDS = int(os.environ.get("BENCH_LAT_ROUNDS", "8"))
 PER_ROUND = int(os.environ.get("BENCH_LAT_CONNECTIONS", "500"))

@@ -109,6 +109,9 @@ public final class NftApplier {
     /// The tables the last read of the saved state took as they are (fingerprints): saved again
     /// as stored.
     private var reusedTables: Set<NftTableID> = []
+    /// Whether the last read of the saved state found a table fingerprint moved (the state
+    /// then says less than it could, even when the kernel needs no change: save it again).
+    private var fingerprintsMoved = false
     /// Phase timings of the running apply (see `NftApplyReport.phases`).
     private var phases: [(name: String, seconds: Double)] = []
 
@@ -165,6 +168,7 @@ public final class NftApplier {
         // Each attempt starts afresh: digests taken from a saved state that an earlier attempt
         // could not use (its index is gone once a commit was tried) must not be reused.
         reusedTables = []
+        fingerprintsMoved = false
         desiredDigests = nil
         encoded = [:]
         if reuseCommittedState, let known, !Self.hasExpiringElements(desired),
@@ -295,6 +299,7 @@ public final class NftApplier {
         }
         guard try kernel.generation() == gen else { return nil }
         reusedTables = state.unchangedTables
+        fingerprintsMoved = desired.tables.contains { desired.fingerprints[$0.id] != nil && reused[$0.id] == nil }
         lastReadSource = .savedState(chains: dumpedChains, sets: dumpedSets)
         lastLoaded = saved
         if state.equalChains.isEmpty && state.equalSets.isEmpty && state.unchangedTables.isEmpty { remember(gen, desired, state.tables) } else { known = nil }
@@ -382,7 +387,7 @@ public final class NftApplier {
 
     private func write(_ saved: NftSavedState) {
         timed("write state") { stateStore.save(saved) }
-        lastLoaded = saved
+        lastLoaded = stateStore.lastWritten ?? saved
     }
 
     /// What `save` writes. It records no timing phase, so that it can run beside the commit.
@@ -483,6 +488,10 @@ public final class NftApplier {
                     remember(state.generation, desired, tables)
                     switch lastReadSource {
                     case .kernel, .savedState(chains: 1..., sets: _), .savedState(chains: _, sets: 1...):
+                        save(state.generation, desired, tables)
+                    case .savedState where fingerprintsMoved:
+                        // Same content, other fingerprints (a field that changes no rule): save
+                        // them, or every later apply digests and rebuilds those objects again.
                         save(state.generation, desired, tables)
                     default:
                         break   // the saved state already says this

@@ -99,7 +99,8 @@ public enum NftDiff {
     /// `knownSets` are what the kernel accepted in the last commit: their names count, their
     /// content is not checked again. When every chain is known and no other set holds
     /// verdicts, chain names are not looked at at all (an endpoint change at 10,000 services:
-    /// 25,000 names).
+    /// 25,000 names), so a duplicate chain name goes unnoticed then: the backend makes none, and
+    /// the kernel would refuse the batch (planned again from a full read).
     public static func validate(_ t: NftTable, knownChains: [Bool]? = nil, knownSets: Set<String> = []) throws {
         // nft's limit (NFT_COMMENT_MAXLEN); userdata TLV lengths are one byte.
         func checkComment(_ c: String?, _ what: @autoclosure () -> String) throws {

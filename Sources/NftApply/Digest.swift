@@ -373,45 +373,38 @@ public struct NftTableDigests: Sendable, Equatable {
     /// fingerprint (`NftDigest.fingerprinted`), without walking its rules or elements.
     public init(_ t: NftTable, prints: NftObjectFingerprints? = nil) {
         header = NftDigest.header(t)
-        // Element by element through buffers: a copy of a chain or set (or of `prints`) per
-        // object is a dozen reference counts, more than a fingerprint's digest.
         let p = prints ?? NftObjectFingerprints()
-        let chainOrder = t.chains.withUnsafeBufferPointer { chains in
-            p.chainNames.withUnsafeBufferPointer { chainNames in
-                p.chains.withUnsafeBufferPointer { chainPrints in
-                    // In runs handed to whichever core is free; on this core alone when every
-                    // chain may have a fingerprint (then a chain costs a name's digest).
-                    Parallel.mapRuns(count: chains.count, minimumCount: chainPrints.count == chains.count ? Int.max : 2048) { run in
-                        run.map { i -> UInt64 in
-                            if i < chainPrints.count, chainPrints[i] != 0, chainNames[i] == chains[i].name {
-                                return NftDigest.fingerprinted(1, chainPrints[i])
-                            }
-                            return NftDigest.chain(chains[i])
-                        }
-                    }.flatMap { $0 }
-                }
-            }
-        }
+        let chainOrder = Self.digests(t.chains, names: p.chainNames, prints: p.chains, kind: 1, minimumCount: 2048,
+                                      name: { $0.name }, content: NftDigest.chain)
         self.chainOrder = chainOrder
-        let s = t.sets.withUnsafeBufferPointer { sets in
-            p.setNames.withUnsafeBufferPointer { setNames in
-                p.sets.withUnsafeBufferPointer { setPrints in
-                    // One set (a hairpin set) can hold 100,000 elements.
-                    Parallel.mapRuns(count: sets.count, minimumCount: setPrints.count == sets.count ? Int.max : 64) { run in
-                        run.map { i -> UInt64 in
-                            if i < setPrints.count, setPrints[i] != 0, setNames[i] == sets[i].name {
-                                return NftDigest.fingerprinted(2, setPrints[i])
-                            }
-                            return NftDigest.set(sets[i])
-                        }
-                    }.flatMap { $0 }
-                }
-            }
-        }
+        // One set (a hairpin set) can hold 100,000 elements.
+        let s = Self.digests(t.sets, names: p.setNames, prints: p.sets, kind: 2, minimumCount: 64,
+                             name: { $0.name }, content: NftDigest.set)
         chains = t.chains.withUnsafeBufferPointer { c in NftChainDigests(count: c.count, name: { c[$0].name }, digest: { chainOrder[$0] }) }
         var d = [String: UInt64](minimumCapacity: t.sets.count)
         for i in t.sets.indices { d[t.sets[i].name] = s[i] }
         sets = d
+    }
+
+    /// The digest of each of `objects`: its fingerprint's where `prints` (aligned, checked by
+    /// name) has one, else its content's. In runs handed to whichever core is free; on this core
+    /// alone when every object may have a fingerprint (then an object costs a few multiplies).
+    static func digests<T>(_ objects: [T], names: [String], prints: [UInt64], kind: UInt8, minimumCount: Int,
+                           name: (T) -> String, content: (T) -> UInt64) -> [UInt64] {
+        objects.withUnsafeBufferPointer { objects in
+            names.withUnsafeBufferPointer { names in
+                prints.withUnsafeBufferPointer { prints in
+                    Parallel.mapRuns(count: objects.count, minimumCount: prints.count == objects.count ? Int.max : minimumCount) { run in
+                        run.map { i -> UInt64 in
+                            if i < prints.count, i < names.count, prints[i] != 0, names[i] == name(objects[i]) {
+                                return NftDigest.fingerprinted(kind, prints[i])
+                            }
+                            return content(objects[i])
+                        }
+                    }.flatMap { $0 }
+                }
+            }
+        }
     }
 
     /// The digest of the chain digests (`NftDigest.of(chains.bytes)`): two tables whose chain

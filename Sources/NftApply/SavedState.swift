@@ -91,9 +91,13 @@ public protocol NftStateStore: AnyObject {
     /// Saves the state; nil removes it (the next apply reads the kernel). A table whose digests
     /// carry the `part` they were loaded from and that has no `elements` entry is kept as stored.
     func save(_ state: NftSavedState?)
+    /// The state the last `save` wrote, with where it stored each set's elements (nil: as given,
+    /// or not written).
+    var lastWritten: NftSavedState? { get }
 }
 
 extension NftStateStore {
+    public var lastWritten: NftSavedState? { nil }
     public func loadTable(_ id: NftTableID, into state: inout NftSavedState) -> Bool { !state.unloaded.contains(id) }
     public func loadChains(_ id: NftTableID, into state: inout NftSavedState) -> Bool {
         (state.tables[id] ?? nil)?.chainsLoaded ?? false
@@ -113,7 +117,8 @@ public final class NftNoStateStore: NftStateStore {
 
 /// Per network namespace, in a directory (`--state-dir`), an index file; per table a part file
 /// and a chains file, each named by the digest of its content (so a table that did not change
-/// keeps its files, and they are neither rewritten nor read); and per table 64 pack files that
+/// keeps its files, and they are neither rewritten nor read while its fingerprint holds); and
+/// per table 64 pack files that
 /// hold the sets' elements (a set's pack is picked by its name; a changed set's elements are
 /// appended to its pack, and reading them back reads them alone):
 ///
@@ -141,6 +146,7 @@ public final class NftNoStateStore: NftStateStore {
 public final class NftStateFile: NftStateStore {
     public let directory: String
     public let scope: String
+    public private(set) var lastWritten: NftSavedState?
     /// How many pack files hold a table's elements.
     static let packs = 64
 
@@ -231,9 +237,11 @@ public final class NftStateFile: NftStateStore {
     public func loadChains(_ id: NftTableID, into state: inout NftSavedState) -> Bool {
         guard let t = state.tables[id] ?? nil else { return false }
         if t.chainsLoaded { return true }
-        guard let bytes = Self.readFile(chainsPath(t.storedChainsDigest), allowEmpty: true),
-              bytes.withUnsafeBytes({ NftDigest.of($0) }) == t.storedChainsDigest,
-              let chains = NftChainDigests(bytes: bytes) else { return false }
+        guard let bytes = Self.readFile(chainsPath(t.storedChainsDigest), allowEmpty: true) else { return false }
+        guard bytes.withUnsafeBytes({ NftDigest.of($0) }) == t.storedChainsDigest, let chains = NftChainDigests(bytes: bytes) else {
+            unlink(chainsPath(t.storedChainsDigest))   // damaged: the next save writes it again
+            return false
+        }
         var full = t
         full.chains = chains
         full.chainsLoaded = true
@@ -508,7 +516,11 @@ public final class NftStateFile: NftStateStore {
             }
             guard name.hasPrefix(prefix) else { continue }
             let rest = name.dropFirst(prefix.count)
-            if rest.hasSuffix(".part") || rest.hasSuffix(".chains") {
+            if let tmp = rest.firstRange(of: ".tmp.") {
+                // Left by a writer that died between writing and renaming (not ours: we rename
+                // before we get here).
+                if rest[tmp.upperBound...] == String(getpid()) { continue }
+            } else if rest.hasSuffix(".part") || rest.hasSuffix(".chains") {
                 if let dot = rest.firstIndex(of: "."), let d = UInt64(rest[..<dot], radix: 16), keep.contains(d) { continue }
             } else if rest.hasSuffix(".pack") {
                 if let dash = rest.lastIndex(of: "-"), tables.contains(String(rest[..<dash])) { continue }
@@ -520,6 +532,7 @@ public final class NftStateFile: NftStateStore {
     }
 
     public func save(_ state: NftSavedState?) {
+        lastWritten = nil
         guard let state else {
             // The other files stay (the next save removes those it does not name): a table
             // saved again as stored keeps referring to them.
@@ -531,6 +544,7 @@ public final class NftStateFile: NftStateStore {
         func put(_ s: String) { out.append(contentsOf: s.utf8) }
         put("kuberules-nft-state 5\nscope \(state.scope)\ngeneration \(state.generation)\n")
         var keep = Set<UInt64>(), tables = Set<String>()
+        var written = state
         for id in state.tables.keys.sorted() {
             guard let t = state.tables[id] ?? nil else {
                 put("absent \(id.family.rawValue) \(id.name)\n")
@@ -549,6 +563,8 @@ public final class NftStateFile: NftStateStore {
                 let (bytes, digest) = Self.part(t, elements)
                 guard write(bytes, to: partPath(digest)) else { unlink(path); return }
                 part = digest
+                written.elements[id] = elements
+                written.tables[id]??.part = digest
             }
             keep.insert(part)
             keep.insert(chains)
@@ -557,5 +573,6 @@ public final class NftStateFile: NftStateStore {
         out.withUnsafeBytes { put("end \(String(NftDigest.of($0), radix: 16))\n") }
         guard write(out, to: path) else { unlink(path); return }
         removeFiles(keeping: keep, tables: tables)
+        lastWritten = written
     }
 }

@@ -91,11 +91,13 @@ public enum NftBackend {
     /// Returns the family's tables and, with a salt, their fingerprints (aligned; the table's first):
     /// the salt, the table name, the shard count and the plan's settings, then the
     /// fingerprints of the service ports it holds (all of them for the main table). With a
-    /// salt, also fingerprints of single chains and sets (`NftObjectFingerprints`): a service
-    /// port's chains and ClientIP map get the port's fingerprint with its endpoint-map bucket and
-    /// slots; an endpoint map those of its service ports; the hairpin set its table's; in one
-    /// table the dispatch, no-endpoint, cluster-IP and firewall sets that of every service port
-    /// without its endpoints (only whether there are any). Other chains and sets have none.
+    /// salt, also fingerprints of single chains and sets (`NftObjectFingerprints`), each from
+    /// the same start: a service port's chains get its fingerprint without endpoint addresses
+    /// plus its endpoint counts, bucket and slots (with ClientIP affinity its whole fingerprint);
+    /// its ClientIP map its whole fingerprint with bucket and slots; an endpoint map those of its
+    /// service ports; a hairpin set its addresses; in one table the dispatch, no-endpoint,
+    /// cluster-IP and firewall sets that of every service port without its endpoints (only
+    /// whether there are any). Other chains and sets have none.
     static func buildFamily(_ plan: Plan, name: String, shards: Int, salt: UInt64?) -> (tables: [NftTable], fingerprints: [UInt64], objectFingerprints: [NftObjectFingerprints]) {
         let shards = max(1, min(shards, maxShards))
         // What every fingerprint starts from: the build, the table, the shard count, the settings.
@@ -334,7 +336,7 @@ public enum NftBackend {
         t.add(NftSet.set("firewall-ips", .types([addr, .inetProto, .inetService]), comment: "LoadBalancer IPs with source ranges", elements: firewallIPs))
         t.add(NftSet.set("firewall-allow", .types([addr, .inetProto, .inetService, addr]), flags: .interval, comment: "allowed sources per LoadBalancer IP", elements: firewallAllow))
         func hairpinObjects(_ ips: [IPAddress]) -> Hairpin {
-            hairpinParts(sortedUnique(ips), family: family, fingerprinted: base != nil)
+            hairpinParts(sortedUnique(ips), family: family, fingerprintBase: base)
         }
         var tableEndpointMaps = [NftSet]()
         var tableHairpin = Hairpin()
@@ -665,7 +667,6 @@ public enum NftBackend {
         return kept.sorted { $0.address < $1.address }
     }
 
-    /// Sorted without duplicates (100,000 endpoint addresses: a sort beats a hash set here).
     /// The hairpin objects of a table: sets of `ADDR . ADDR` (an endpoint reaching itself
     /// through its service is masqueraded, so that its reply comes back through the NAT) and
     /// the rule that checks them.
@@ -683,13 +684,15 @@ public enum NftBackend {
     /// rule picks with `ip daddr & MASK vmap @hairpin-sets` (one lookup per new connection, as
     /// with one set). An endpoint change then rewrites sets of a few thousand elements, not one
     /// of 100,000 (at 10,000 services × 10 endpoints: 32 sets of ≈3,100).
-    static func hairpinParts(_ sorted: [IPAddress], family: NftFamily, fingerprinted: Bool) -> Hairpin {
+    static func hairpinParts(_ sorted: [IPAddress], family: NftFamily, fingerprintBase: PlanHasher?) -> Hairpin {
         let addr: NftDataType = family == .ip ? .ipv4Addr : .ipv6Addr
         let daddr = NftField.daddr(family), saddr = NftField.saddr(family)
         let comment = "endpoint reaching itself through its service"
         func members(_ ips: ArraySlice<IPAddress>) -> [NftElement] { ips.map { .element(value($0), value($0)) } }
+        let fingerprinted = fingerprintBase != nil
         func print(_ name: String, _ ips: ArraySlice<IPAddress>) -> UInt64 {
-            var h = PlanHasher()
+            // From the table's base (the build's salt, the settings): another build trusts none.
+            var h = fingerprintBase!
             h.string("hairpin set"); h.string(name); h.int(ips.count)
             for ip in ips { h.ip(ip) }
             return h.value
@@ -743,6 +746,7 @@ public enum NftBackend {
         family == .ip ? IPAddress(v4: UInt32(k)) : IPAddress(v6: 0, UInt64(k))
     }
 
+    /// Sorted without duplicates (100,000 endpoint addresses: a sort beats a hash set here).
     static func sortedUnique(_ ips: [IPAddress]) -> [IPAddress] {
         var out = [IPAddress]()
         out.reserveCapacity(ips.count)

@@ -42,9 +42,10 @@ public enum NftFamily: String, Sendable, Hashable, CaseIterable, Comparable {
 
 /// Fingerprints of a table's chains and sets, aligned with its `chains` and `sets` as built,
 /// each with the object's name (a fingerprint is used only where the name at that position is
-/// the same). A fingerprint stands for the plan values the object is built from, so an object
-/// whose fingerprint equals the one committed last is what the kernel holds: `apply` digests it
-/// as the fingerprint instead of walking its rules or elements. 0: none (digest the content).
+/// the same: a table whose chains or sets were reordered or edited since does not use them). A
+/// fingerprint stands for the plan values the object is built from, so an object whose
+/// fingerprint equals the one committed last is what the kernel holds: `apply` digests it as
+/// the fingerprint instead of walking its rules or elements. 0: none (digest the content).
 public struct NftObjectFingerprints: Sendable, Equatable {
     public var chainNames: [String] = [], chains: [UInt64] = []
     public var setNames: [String] = [], sets: [UInt64] = []
@@ -53,12 +54,12 @@ public struct NftObjectFingerprints: Sendable, Equatable {
 
     /// The fingerprint of chain `i` of a table whose chain `i` is named `name`, if any.
     @inline(__always) public func chain(_ i: Int, named name: String) -> UInt64? {
-        i < chains.count && chains[i] != 0 && chainNames[i] == name ? chains[i] : nil
+        i < chains.count && i < chainNames.count && chains[i] != 0 && chainNames[i] == name ? chains[i] : nil
     }
 
     /// The fingerprint of set `i` of a table whose set `i` is named `name`, if any.
     @inline(__always) public func set(_ i: Int, named name: String) -> UInt64? {
-        i < sets.count && sets[i] != 0 && setNames[i] == name ? sets[i] : nil
+        i < sets.count && i < setNames.count && sets[i] != 0 && setNames[i] == name ? sets[i] : nil
     }
 }
 
@@ -73,8 +74,8 @@ public struct NftRuleset: Sendable, Hashable {
     /// skips a table whose fingerprint equals the one saved with the last commit. Not rendered;
     /// not part of equality.
     public var fingerprints: [NftTableID: UInt64] = [:]
-    /// Per table, fingerprints of single chains and sets (see `NftObjectFingerprints`), for the
-    /// tables whose own fingerprint changed. Not rendered; not part of equality.
+    /// Per table, fingerprints of single chains and sets (see `NftObjectFingerprints`): `apply`
+    /// uses them in the tables whose own fingerprint changed. Not rendered; not part of equality.
     public var objectFingerprints: [NftTableID: NftObjectFingerprints] = [:]
 
     public static func == (a: NftRuleset, b: NftRuleset) -> Bool { a.tables == b.tables }

@@ -594,8 +594,8 @@ final class SavedStateTests: XCTestCase {
     }
 
     /// Chain digests and set elements load on demand: chains from the file named by their
-    /// digest, elements from the pack of their set; a changed set rewrites its pack alone and
-    /// keeps the other sets stored there.
+    /// digest, elements from the pack of their set; a changed set's elements are appended to its
+    /// pack, and the other sets stored there stay readable.
     func testChainsAndElementsLoadOnDemand() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nftpacks-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -631,7 +631,8 @@ final class SavedStateTests: XCTestCase {
         XCTAssertEqual(loaded.elements[t.id]!["s7"]!.bytes, state.elements[t.id]!["s7"]!.bytes)
         XCTAssertEqual(NftElementCodec.decode(loaded.elements[t.id]!["s7"]!.bytes), t.sets[7].elements)
 
-        // One set changes: its pack is rewritten, with every other set of that pack.
+        // One set changes: its elements are appended to its pack; every other set of that pack
+        // stays where it was.
         var changed = loaded
         t.sets[7].elements.append(.element(.ipv4("10.9.9.9")))
         changed.tables[t.id]??.sets["s7"] = NftDigest.set(t.sets[7])
@@ -639,7 +640,7 @@ final class SavedStateTests: XCTestCase {
         file.save(changed)
         let after = try packs()
         XCTAssertEqual(Set(after.keys), Set(before.keys))
-        XCTAssertEqual(after.filter { before[$0.key] != $0.value }.count, 1, "one pack rewritten")
+        XCTAssertEqual(after.filter { before[$0.key] != $0.value }.count, 1, "one pack appended to")
         var again = try XCTUnwrap(file.load())
         XCTAssertTrue(file.loadTable(t.id, into: &again))
         for set in t.sets where !set.elements.isEmpty {

@@ -156,7 +156,7 @@ final class HairpinSplitTests: XCTestCase {
                 let low = UInt64(n / 250) << 8 | UInt64(n % 250 + 1)
                 return family == .ip ? IPAddress(v4: 0x0afa_0000 | UInt32(low)) : IPAddress(v6: 0xfd00_0000_0000_0000, low)
             }
-            let h = NftBackend.hairpinParts(NftBackend.sortedUnique(ips), family: family, fingerprinted: true)
+            let h = NftBackend.hairpinParts(NftBackend.sortedUnique(ips), family: family, fingerprintBase: PlanHasher())
             XCTAssertEqual(h.sets.map { $0.name }, ["hairpin-00", "hairpin-01", "hairpin-02", "hairpin-03", "hairpin-sets"])
             XCTAssertEqual(h.chains.map { $0.name }, ["hairpin-00", "hairpin-01", "hairpin-02", "hairpin-03"])
             XCTAssertEqual(Set(h.prints.keys), ["hairpin-00", "hairpin-01", "hairpin-02", "hairpin-03"])
@@ -180,7 +180,7 @@ final class HairpinSplitTests: XCTestCase {
             XCTAssertEqual(h.sets.last!.elements.count, 4)
         }
         // Up to 8,192: the one set of before, and its rule.
-        let one = NftBackend.hairpinParts([IPAddress(v4: 0x0a00_0001)], family: .ip, fingerprinted: false)
+        let one = NftBackend.hairpinParts([IPAddress(v4: 0x0a00_0001)], family: .ip, fingerprintBase: nil)
         XCTAssertEqual(one.sets.map(\.name), ["hairpin"])
         XCTAssertTrue(one.chains.isEmpty && one.prints.isEmpty)
         XCTAssertEqual(try one.rule.renderText(family: .ip, sets: one.sets),

@@ -133,6 +133,19 @@ final class ShardTests: XCTestCase {
 
         let other = NftBackend.build([plan(cluster())], shards: 4, fingerprintSalt: 2)
         XCTAssertTrue(a.tables.allSatisfy { a.fingerprints[$0.id] != other.fingerprints[$0.id] }, "another build trusts none")
+        // Nor any chain's or set's (the hairpin sets' too), in shards or in one table.
+        for (x, y) in [(a, other), (NftBackend.build([plan(cluster())], fingerprintSalt: 1), NftBackend.build([plan(cluster())], fingerprintSalt: 2))] {
+            for t in x.tables {
+                let px = x.objectFingerprints[t.id]!, py = y.objectFingerprints[t.id]!
+                for (k, c) in t.chains.enumerated() where px.chain(k, named: c.name) != nil {
+                    XCTAssertNotEqual(px.chain(k, named: c.name), py.chain(k, named: c.name), c.name)
+                }
+                for (k, s) in t.sets.enumerated() where px.set(k, named: s.name) != nil {
+                    XCTAssertNotEqual(px.set(k, named: s.name), py.set(k, named: s.name), s.name)
+                }
+                XCTAssertNotNil(t.sets.firstIndex { $0.name == "hairpin" }.flatMap { px.set($0, named: "hairpin") } ?? (t.name == "kuberules" && x.tables.count > 1 ? 0 : nil))
+            }
+        }
     }
 
     func testApplyTrustsEqualFingerprintsAndDeletesStaleShards() throws {
@@ -322,6 +335,58 @@ final class ShardTests: XCTestCase {
             }
         }
         XCTAssertTrue(NftBackend.build([base], fingerprintSalt: nil).objectFingerprints.isEmpty, "none without a salt")
+    }
+
+    /// A plan change that changes no rule (a health check port: the nftables rules do not use
+    /// it) moves fingerprints: the apply commits nothing but saves them, so that the next apply
+    /// takes the table as it is again.
+    func testMovedFingerprintsAreSavedWithoutACommit() throws {
+        let k = FakeNftKernel()
+        let store = MemoryStateStore()
+        let first = NftBackend.build([plan(cluster())], fingerprintSalt: 1)
+        try NftTests.applier(k, store).apply(first)
+        var p = plan(cluster())
+        p.services[3].healthCheckNodePort = 32111
+        let second = NftBackend.build([p], fingerprintSalt: 1)
+        let id = second.tables[0].id
+        XCTAssertEqual(second.tables, first.tables)
+        XCTAssertNotEqual(second.fingerprints[id], first.fingerprints[id])
+        let r = try NftTests.applier(k, store).apply(second)
+        XCTAssertFalse(r.committed)
+        XCTAssertEqual(store.state?.tables[id]??.fingerprint, second.fingerprints[id], "saved without a commit")
+        XCTAssertEqual(try NftTests.applier(k, store).apply(second).read, .savedState(chains: 0, sets: 0))
+    }
+
+    /// One applier saving again and again into a state file: the elements it stored last time
+    /// are found where they were stored (not appended again, not named at stale places).
+    func testALongLivedApplierKeepsItsStoredElements() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kr-longlived-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let k = FakeNftKernel()
+        let file = NftStateFile(directory: dir)
+        let a = NftTests.applier(k, file)
+        a.reuseCommittedState = false
+        let first = NftBackend.build([plan(cluster())], fingerprintSalt: 1)
+        let second = NftBackend.build([plan(cluster(changingEndpointOf: 7))], fingerprintSalt: 1)
+        func packBytes() throws -> Int {
+            try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".pack") }
+                .reduce(0) { $0 + ((try FileManager.default.attributesOfItem(atPath: dir + "/" + $1)[.size] as? Int) ?? 0) }
+        }
+        try a.apply(first)
+        try a.apply(second)
+        let after = try packBytes()
+        for _ in 0..<3 { try a.apply(first); try a.apply(second) }
+        // Each change appends the changed sets only (an endpoint map and a hairpin set, here a
+        // third of everything); re-appending every set would grow the packs by 6× as much.
+        XCTAssertLessThan(try packBytes() - after, 3 * after)
+        var s = try XCTUnwrap(file.load())
+        let id = second.tables[0].id
+        XCTAssertTrue(file.loadTable(id, into: &s))
+        for name in s.elements[id]!.keys {
+            XCTAssertTrue(file.loadElements(id, name, into: &s), name)
+            XCTAssertEqual(NftElementCodec.decode(s.elements[id]![name]!.bytes), second.tables[0].sets.first { $0.name == name }!.elements, name)
+        }
+        assertSame(k.dump(), second)
     }
 
     /// A retry (concurrent change) after the saved state was used must not save the skipped
