@@ -270,8 +270,8 @@ public final class NftApplier {
                   part.chains.count == needChains.count, part.sets.count == needSets.count else { return nil }
             dumpedChains += needChains.count
             dumpedSets += needSets.count
-            let bookkeeping = NftClock.now()
-            defer { phases.append(("assemble", NftClock.now() - bookkeeping)) }
+            let assembleStart = NftClock.now()
+            defer { phases.append(("assemble", NftClock.now() - assembleStart)) }
             var have = NftTable(family: t.family, name: t.name, comment: part.comment)
             let changedSets = needSets.union(rebuilt.map(\.name))
             var equalSets = Set<String>(minimumCapacity: t.sets.count)

@@ -455,9 +455,12 @@ public enum NftBackend {
             o.sets = o.setNames.map { setPrints[$0] ?? 0 }
             return o
         }
+        // The service ports of each shard, in plan order (one pass, not one per shard).
+        var portsOfShard = [[Int]](repeating: [], count: shards)
+        for i in pieces.indices { portsOfShard[pieces[i].shard].append(i) }
         func portSetPrints(shard k: Int, hairpin: Hairpin) -> [String: UInt64] {
             var m = hairpin.prints
-            for pc in pieces where pc.shard == k { for s in pc.maps { m[s.name] = pc.objectFingerprint } }
+            for i in portsOfShard[k] { for s in pieces[i].maps { m[s.name] = pieces[i].objectFingerprint } }
             for b in 0..<buckets where !endpointMapPieces[k * buckets + b].isEmpty { m[endpointMapName(b)] = endpointMapPrint(k, b) }
             return m
         }
@@ -470,7 +473,7 @@ public enum NftBackend {
             guard base != nil else { return ([table], prints, []) }
             var setPrints = portSetPrints(shard: 0, hairpin: tableHairpin)
             for n in sharedSets { setPrints[n] = sharedPrint }
-            return ([table], prints, [objectPrints(table, fixed: fixed, ports: Array(pieces.indices), setPrints: setPrints)])
+            return ([table], prints, [objectPrints(table, fixed: fixed, ports: portsOfShard[0], setPrints: setPrints)])
         }
 
         // Shards: the dispatch maps' elements split by the shard of the service port they
@@ -512,7 +515,7 @@ public enum NftBackend {
                 // The shard's dispatch maps also depend on keys lost to other shards: digested.
                 var setPrints = portSetPrints(shard: k, hairpin: shardHairpinObjects)
                 setPrints["nodeport-ips"] = sharedPrint
-                tablePrints.append(objectPrints(s, fixed: fixed, ports: pieces.indices.filter { pieces[$0].shard == k }, setPrints: setPrints))
+                tablePrints.append(objectPrints(s, fixed: fixed, ports: portsOfShard[k], setPrints: setPrints))
             }
             tables.append(s)
         }
@@ -690,7 +693,7 @@ public enum NftBackend {
         let comment = "endpoint reaching itself through its service"
         func members(_ ips: ArraySlice<IPAddress>) -> [NftElement] { ips.map { .element(value($0), value($0)) } }
         let fingerprinted = fingerprintBase != nil
-        func print(_ name: String, _ ips: ArraySlice<IPAddress>) -> UInt64 {
+        func fingerprint(_ name: String, _ ips: ArraySlice<IPAddress>) -> UInt64 {
             // From the table's base (the build's salt, the settings): another build trusts none.
             var h = fingerprintBase!
             h.string("hairpin set"); h.string(name); h.int(ips.count)
@@ -701,7 +704,7 @@ public enum NftBackend {
         let n = hairpinSetCount(sorted.count)
         guard n > 1 else {
             out.sets = [NftSet.set("hairpin", .types([addr, addr]), comment: comment, elements: members(sorted[...]))]
-            if fingerprinted { out.prints["hairpin"] = print("hairpin", sorted[...]) }
+            if fingerprinted { out.prints["hairpin"] = fingerprint("hairpin", sorted[...]) }
             out.rule = NftRule(.ctStatus(.dnat), .lookup([saddr, daddr], set: "hairpin"), .jump("mark-for-masquerade"), comment: "hairpin")
             return out
         }
@@ -712,7 +715,7 @@ public enum NftBackend {
         for (k, ips) in parts.enumerated() {
             let name = hairpinSetName(k)
             out.sets.append(NftSet.set(name, .types([addr, addr]), comment: comment, elements: members(ips[...])))
-            if fingerprinted { out.prints[name] = print(name, ips[...]) }
+            if fingerprinted { out.prints[name] = fingerprint(name, ips[...]) }
             out.chains.append(NftChain(name: name, rules: [
                 NftRule(.lookup([saddr, daddr], set: name), .jump("mark-for-masquerade"), comment: "hairpin")]))
             dispatch.append(.verdict([value(lastByte(k, family))], .jump(name)))
