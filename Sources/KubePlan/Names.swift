@@ -26,6 +26,16 @@ public enum ChainHash {
         return base32(h.finalize(), count: count)
     }
 
+    /// The first 8 bytes of sha256(text) as two big-endian 32-bit words.
+    public static func sha256Words(_ text: String) -> (UInt32, UInt32) {
+        var h = SHA256()
+        update(&h, text)
+        return h.finalize().withUnsafeBytes { d in
+            (UInt32(d[0]) << 24 | UInt32(d[1]) << 16 | UInt32(d[2]) << 8 | UInt32(d[3]),
+             UInt32(d[4]) << 24 | UInt32(d[5]) << 16 | UInt32(d[6]) << 8 | UInt32(d[7]))
+        }
+    }
+
     /// The text's UTF-8 bytes into the hash (no concatenated String per chain name).
     private static func update(_ h: inout SHA256, _ text: String) {
         var text = text

@@ -7,8 +7,8 @@ import Parallel
 /// named `kuberules` by default), O(1) dispatch through verdict maps, and endpoint selection
 /// by one DNAT rule per service chain that looks a random slot up in an endpoint map shared by
 /// a bucket of service ports (`endpointSlots`), so that a full load binds no anonymous set and
-/// creates no per-endpoint chain (except for ClientIP affinity: one timeout map per service
-/// port and one chain per endpoint that records the client). See docs/nftables.md.
+/// creates no per-endpoint chain or rule (ClientIP affinity: one timeout map per table, filled
+/// after the DNAT by one rule per service port; `addAffinity`). See docs/nftables.md.
 public enum NftBackend {
     public static let defaultTable = "kuberules"
 
@@ -79,7 +79,7 @@ public enum NftBackend {
 
     /// The family's table `name`; with `shards` > 1 also `shards` tables `name-services-NN`
     /// that take over service dispatch: each holds the dispatch maps, service chains and
-    /// affinity maps of the service ports hashed to it, with its own NAT base chains. The
+    /// affinity objects of the service ports hashed to it, with its own NAT base chains. The
     /// kernel validates a whole table's chain graph on every commit that adds a jump, goto or
     /// DNAT rule, so a rule change (a service added, an endpoint count changed) then costs one
     /// shard's validation, not all services' (an endpoint replaced is an element change: none).
@@ -93,11 +93,11 @@ public enum NftBackend {
     /// fingerprints of the service ports it holds (all of them for the main table). With a
     /// salt, also fingerprints of single chains and sets (`NftObjectFingerprints`), each from
     /// the same start: a service port's chains get its fingerprint without endpoint addresses
-    /// plus its endpoint counts, bucket and slots (with ClientIP affinity its whole fingerprint);
-    /// its ClientIP map its whole fingerprint with bucket and slots; an endpoint map those of its
-    /// service ports; a hairpin set its addresses; in one table the dispatch, no-endpoint,
-    /// cluster-IP and firewall sets that of every service port without its endpoints (only
-    /// whether there are any). Other chains and sets have none.
+    /// plus its endpoint counts, bucket and slots (with ClientIP affinity its whole fingerprint:
+    /// its affinity key hashes the endpoints); an endpoint map those of its service ports; a
+    /// hairpin set its addresses; in one table the dispatch, no-endpoint, cluster-IP, firewall
+    /// and affinity sets that of every service port without its endpoints (only whether there
+    /// are any), with shards each shard's `affinity` map too. Other chains and sets have none.
     static func buildFamily(_ plan: Plan, name: String, shards: Int, salt: UInt64?) -> (tables: [NftTable], fingerprints: [UInt64], objectFingerprints: [NftObjectFingerprints]) {
         let shards = max(1, min(shards, maxShards))
         // What every fingerprint starts from: the build, the table, the shard count, the settings.
@@ -118,7 +118,7 @@ public enum NftBackend {
         var firewallIPs = [NftElement](), firewallAllow = [NftElement]()
         var clusterIPs = Set<IPAddress>(), hairpin = [IPAddress]()
         var serviceChains = [NftChain]()
-        var maps = [NftSet]()
+        var affinity = AffinityParts()
 
         let reject = NftVerdict.goto("reject-chain")
         let ifLocal: NftStatement?, ifNotLocal: NftStatement?
@@ -157,7 +157,7 @@ public enum NftBackend {
                 h.string("service port"); h.u64(pc.fingerprint)
                 h.int(slots[i].bucket); h.u64(UInt64(slots[i].cluster)); h.u64(UInt64(slots[i].local))
                 pc.objectFingerprint = h.value
-                // Its chains name endpoints only with ClientIP affinity (the cascade); otherwise
+                // Its chains depend on endpoints only with ClientIP affinity (the key); otherwise
                 // they hold endpoint counts and slots, so an endpoint replaced leaves them alone.
                 var c = base
                 c.string("service port chains"); c.u64(pc.withoutEndpoints)
@@ -235,8 +235,8 @@ public enum NftBackend {
                 pc.serviceChains.append(NftChain(name: extChain, rules: rules))
             }
 
-            // The name is computed once per service port (a SHA-256).
-            let affinity = svc.affinityTimeout != nil ? affinityMap(svc) : nil
+            // ClientIP affinity: the port's key in the table's `affinity` map (a SHA-256 once).
+            let affinity = svc.affinityTimeout != nil && !svc.reachableEndpoints.isEmpty ? affinityKey(svc, family) : nil
 
             // Policy chains: endpoint selection.
             for (chain, target, eps) in [(svcChain, PolicyTarget.cluster, svc.clusterEndpoints), (localChain, .local, svc.localEndpoints)] {
@@ -244,38 +244,35 @@ public enum NftBackend {
                 guard used else { continue }
                 var rules = chain == internalChain ? internalMasq : []
                 for ep in eps { pc.hairpin.append(ep.ip) }
-                // Endpoint choice without affinity: a random slot of this chain's range in its
-                // bucket's endpoint map, which holds the endpoint address and port (see
-                // `endpointSlots`).
+                // Endpoint choice: a random slot of this chain's range in its bucket's endpoint
+                // map, which holds the endpoint address and port (see `endpointSlots`).
                 let first = target == .cluster ? slots[i].cluster : slots[i].local
                 let uniform = NftRule(.dnatFromMap([.numgenRandom(mod: UInt32(eps.count), offset: first)],
                                                    map: endpointMapName(slots[i].bucket), family: family, withPort: true, l4proto: p),
-                                      comment: affinity == nil ? nil : "affinity map full")
+                                      comment: affinity == nil ? nil : "new client")
                 for (k, ep) in eps.enumerated() {
                     pc.endpointSlots.append(.mapping([.integer(first + UInt32(k))], to: [value(ep.ip), .port(UInt16(ep.port))]))
                 }
                 if let affinity {
-                    // ClientIP affinity: a known client is sent straight to the endpoint its map
-                    // entry names; a new one is spread over the endpoints by a cascade whose
-                    // rules record the client and DNAT in one rule each (no per-endpoint chain).
-                    // A failed record (the map is full: 65,535 clients) ends its rule before the
-                    // DNAT, so the last rule picks an endpoint without recording the client.
-                    rules.append(NftRule(.dnatFromMap([saddr], map: affinity, family: family, withPort: true, l4proto: p),
+                    // ClientIP affinity: a known client goes straight to the endpoint recorded
+                    // for it; a new one takes the uniform choice, and the `affinity-…` chain
+                    // records where it went once the DNAT is done (`addAffinity`).
+                    rules.append(NftRule(.dnatFromMap(affinity, map: "affinity", family: family, withPort: true, l4proto: p),
                                          comment: "known client"))
-                    rules += cascade(eps.map { ep in [
-                        .dynset(.update, set: affinity, key: [saddr], constantData: [value(ep.ip), .port(UInt16(ep.port))]),
-                        .dnat(to: value(ep.ip), port: UInt16(ep.port), l4proto: p),
-                    ] })
                 }
                 rules.append(uniform)
                 pc.serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
-            if let timeout = svc.affinityTimeout, let affinity, !svc.reachableEndpoints.isEmpty {
-                // One timeout map per service port (client address -> endpoint address . port);
-                // its name carries a hash of the endpoint set, so an endpoint change replaces it
-                // and no client stays pinned to an endpoint that is gone.
-                pc.maps.append(.map(affinity, .types([addr]), .types([addr, .inetService]),
-                                 flags: [.dynamic, .timeout], timeoutMs: UInt64(timeout) * 1000))
+            if let timeout = svc.affinityTimeout, let affinity {
+                // Recording a new client after the DNAT, reached from `affinity-record` through
+                // this port's addresses and node port (the connection's original destination).
+                let record = "affinity-" + sfx
+                pc.serviceChains.append(NftChain(name: record, comment: spn, rules: [
+                    NftRule(.dynset(.update, set: "affinity", key: affinity, data: [daddr, .thDport], timeoutMs: UInt64(timeout) * 1000)),
+                ]))
+                for e in pc.serviceIPs { pc.affinityServices.append(.verdict(e.key.start, .goto(record), comment: spn)) }
+                for e in pc.nodePorts { pc.affinityNodePorts.append(.verdict(e.key.start, .goto(record), comment: spn)) }
+                pc.affinityProtocol = p
                 for ep in svc.reachableEndpoints { pc.hairpin.append(ep.ip) }
             }
             return pc
@@ -283,7 +280,7 @@ public enum NftBackend {
         // Freeing a hundred thousand elements' pieces is no part of the result.
         defer { Parallel.releaseInBackground(pieces) }
         var serviceIPShard = [Int](), nodePortShard = [Int]()
-        var shardChains = [[NftChain]](repeating: [], count: shards), shardMaps = [[NftSet]](repeating: [], count: shards)
+        var shardChains = [[NftChain]](repeating: [], count: shards), shardAffinity = [AffinityParts](repeating: AffinityParts(), count: shards)
         var shardHairpin = [[IPAddress]](repeating: [], count: shards)
         let buckets = endpointBucketCount(shards)
         // The service ports of each endpoint map, whose elements are gathered on every core.
@@ -297,10 +294,10 @@ public enum NftBackend {
             if sharded {
                 serviceIPShard += repeatElement(pc.shard, count: pc.serviceIPs.count)
                 nodePortShard += repeatElement(pc.shard, count: pc.nodePorts.count)
-                shardChains[pc.shard] += pc.serviceChains; shardMaps[pc.shard] += pc.maps
+                shardChains[pc.shard] += pc.serviceChains; shardAffinity[pc.shard].add(pc)
                 shardHairpin[pc.shard] += pc.hairpin
             } else {
-                serviceChains += pc.serviceChains; maps += pc.maps
+                serviceChains += pc.serviceChains; affinity.add(pc)
                 hairpin += pc.hairpin
             }
         }
@@ -358,7 +355,6 @@ public enum NftBackend {
             t.add(nodePortIPs!)
             nodePortMatch = .lookup([daddr], set: "nodeport-ips")
         }
-        if !sharded { for m in maps { t.add(m) } }
         // The endpoint maps of a table: one per non-empty bucket, elements in slot order.
         func endpointMapSets(shard k: Int) -> [NftSet] {
             Parallel.map(count: buckets, minimumPerTask: 16) { (b: Int) -> NftSet? in
@@ -460,13 +456,14 @@ public enum NftBackend {
         for i in pieces.indices { portsOfShard[pieces[i].shard].append(i) }
         func portSetPrints(shard k: Int, hairpin: Hairpin) -> [String: UInt64] {
             var m = hairpin.prints
-            for i in portsOfShard[k] { for s in pieces[i].maps { m[s.name] = pieces[i].objectFingerprint } }
             for b in 0..<buckets where !endpointMapPieces[k * buckets + b].isEmpty { m[endpointMapName(b)] = endpointMapPrint(k, b) }
             return m
         }
         let sharedSets = ["service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
-                          "cluster-ips", "firewall-ips", "firewall-allow", "nodeport-ips"]
+                          "cluster-ips", "firewall-ips", "firewall-allow", "nodeport-ips",
+                          "affinity", "affinity-services", "affinity-nodeports"]
         guard sharded else {
+            addAffinity(&t, affinity, family: family, shards: shards)
             let fixed = t.chains.count
             t.chains += serviceChains
             let table = sized(t)
@@ -493,7 +490,6 @@ public enum NftBackend {
             s.add(NftSet.vmap("service-ips", .types([addr, .inetProto, .inetService]), comment: "ClusterIP, external IP and LoadBalancer IP dispatch", elements: shardServiceIPs[k]))
             s.add(NftSet.vmap("service-nodeports", .types([.inetProto, .inetService]), comment: "NodePort dispatch", elements: shardNodePorts[k]))
             if let nodePortIPs { s.add(nodePortIPs) }
-            for m in shardMaps[k] { s.add(m) }
             for m in endpointMapSets(shard: k) { s.add(m) }
             // The hairpin mark for this shard's endpoints, set before the main table's
             // masquerading chain (srcnat) reads it.
@@ -508,6 +504,7 @@ public enum NftBackend {
             s.add(NftChain(name: "services", rules: [serviceIPRule]))
             s.add(NftChain(name: "nodeports", rules: [nodePortDispatch]))
             s.add(markForMasquerade)
+            addAffinity(&s, shardAffinity[k], family: family, shards: shards)
             let fixed = s.chains.count
             for c in shardChains[k] { s.add(c) }
             s = sized(s)
@@ -515,12 +512,70 @@ public enum NftBackend {
                 // The shard's dispatch maps also depend on keys lost to other shards: digested.
                 var setPrints = portSetPrints(shard: k, hairpin: shardHairpinObjects)
                 setPrints["nodeport-ips"] = sharedPrint
+                setPrints["affinity"] = sharedPrint
                 tablePrints.append(objectPrints(s, fixed: fixed, ports: portsOfShard[k], setPrints: setPrints))
             }
             tables.append(s)
         }
         tables[0] = sized(tables[0])
         return (tables, prints, tablePrints)
+    }
+
+    /// The ClientIP-affinity objects of a table's service ports.
+    struct AffinityParts {
+        var services = [NftElement](), nodePorts = [NftElement]()
+        var protocols = Set<NftL4Proto>()
+
+        mutating func add(_ pc: ServicePieces) {
+            guard let p = pc.affinityProtocol else { return }
+            services += pc.affinityServices; nodePorts += pc.affinityNodePorts
+            protocols.insert(p)
+        }
+    }
+
+    /// Clients an `affinity` map holds: 262,144 per table, split over the shards (divided by the
+    /// power of two at or above their count; at least 65,536 each). Fixed, so that a service
+    /// added or removed never recreates the map. (The kernel sizes the map's hash table for this many when it creates it, 4 MB, and shrinks it
+    /// once entries expire. kube-proxy's nftables mode holds 65,535 clients per endpoint; its
+    /// iptables mode, through xt_recent, 100.)
+    static func affinityMapSize(shards: Int) -> UInt32 {
+        var p = 1
+        while p < shards { p <<= 1 }
+        return UInt32(max(65_536, 262_144 / p))
+    }
+
+    /// A table's ClientIP affinity, when it holds service ports with it: one `affinity` map
+    /// (client . port key -> endpoint address . port, entries expiring as each port's
+    /// `timeoutSeconds` says), and the recording after the DNAT: base chains at dstnat+1 that send
+    /// a new DNATed connection to `affinity-record`, which finds the port's `affinity-…` chain
+    /// by the connection's original destination (address, protocol, port; or protocol and node
+    /// port). That chain records the client with the endpoint the DNAT chose, and each later
+    /// connection refreshes it, as kube-proxy's `recent` lists do.
+    static func addAffinity(_ t: inout NftTable, _ parts: AffinityParts, family: NftFamily, shards: Int) {
+        guard !parts.protocols.isEmpty else { return }
+        let addr: NftDataType = family == .ip ? .ipv4Addr : .ipv6Addr
+        let saddr = NftField.saddr(family), daddr = NftField.daddr(family)
+        let origDaddr = NftField.ct(family == .ip ? .dstIP : .dstIP6, .original), origPort = NftField.ct(.protoDst, .original)
+        t.add(NftSet.map("affinity", .typeof([saddr, .numgenRandom(mod: 1), .numgenRandom(mod: 1)]), .typeof([daddr, .thDport]),
+                         flags: [.dynamic, .timeout], size: affinityMapSize(shards: shards),
+                         comment: "ClientIP affinity: client . service port key -> endpoint"))
+        let services = unique(parts.services), nodePorts = unique(parts.nodePorts)
+        if !services.isEmpty {
+            t.add(NftSet.vmap("affinity-services", .types([addr, .inetProto, .inetService]), comment: "ClientIP affinity by original destination", elements: services))
+        }
+        if !nodePorts.isEmpty {
+            t.add(NftSet.vmap("affinity-nodeports", .types([.inetProto, .inetService]), comment: "ClientIP affinity by original node port", elements: nodePorts))
+        }
+        var rules = [NftRule]()
+        // nft types `ct original proto-dst` only after a protocol match: one rule per protocol.
+        for p in parts.protocols.sorted(by: { $0.number < $1.number }) {
+            if !services.isEmpty { rules.append(NftRule(.l4protoIs(p), .vmap([origDaddr, .l4proto, origPort], map: "affinity-services"))) }
+            if !nodePorts.isEmpty { rules.append(NftRule(.l4protoIs(p), .vmap([.l4proto, origPort], map: "affinity-nodeports"))) }
+        }
+        t.add(NftChain(name: "affinity-record", rules: rules))
+        let record = NftRule(.ctState(.new), .ctStatus(.dnat), .jump("affinity-record"))
+        t.add(.base("affinity-prerouting", type: .filter, hook: .prerouting, priority: -99, rules: [record]))
+        t.add(.base("affinity-output", type: .filter, hook: .output, priority: -99, rules: [record]))
     }
 
     /// The `size` of a large hash set: twice the power of two at or above its element count, for
@@ -558,7 +613,9 @@ public enum NftBackend {
         var endpointSlots = [NftElement]()
         var hairpin = [IPAddress]()
         var serviceChains = [NftChain]()
-        var maps = [NftSet]()
+        /// With ClientIP affinity: its `affinity-record` dispatch elements and protocol.
+        var affinityServices = [NftElement](), affinityNodePorts = [NftElement]()
+        var affinityProtocol: NftL4Proto?
     }
 
     /// Endpoint maps per table: about 40 service ports share one at 10,000 services, whatever
@@ -574,8 +631,8 @@ public enum NftBackend {
 
     /// Where a service port's endpoints live: its bucket (from the third and fourth characters of
     /// its name hash; the first two pick its shard) and, for the cluster and local policy chains
-    /// that choose among endpoints (with ClientIP affinity too: their last rule, reached only
-    /// when the client cannot be recorded), the first of the chain's consecutive slots
+    /// that choose among endpoints (with ClientIP affinity too, for new clients), the first of
+    /// the chain's consecutive slots
     /// in the bucket's map. The chain's rule is then `dnat to numgen random mod N offset FIRST map
     /// @endpoints-HH`, and an endpoint change is an element change: no rule, no validation of the
     /// table's chain graph.
@@ -648,17 +705,6 @@ public enum NftBackend {
     /// The slot (key) of an endpoint map element.
     static func slotOf(_ e: NftElement) -> UInt32 {
         e.key.start[0].bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-    }
-
-    /// A uniform choice among N statement lists, each ending in a terminal statement: the i-th
-    /// is taken with probability 1/(N-i) of what is left (`numgen random mod (N-i) == 0 …`), the
-    /// last unconditionally — exactly iptables' statistic cascade, and no map. Used for ClientIP
-    /// affinity, whose rules record the client before they DNAT.
-    static func cascade(_ targets: [[NftStatement]]) -> [NftRule] {
-        let n = UInt32(targets.count)
-        return targets.enumerated().map { i, target in
-            NftRule(statements: i < targets.count - 1 ? [.match(.numgenRandom(mod: n - UInt32(i)), .eq, .integer(0))] + target : target)
-        }
     }
 
     /// Interval elements must not overlap: drop prefixes inside a broader one of the list.
@@ -805,11 +851,16 @@ public enum NftBackend {
         return out
     }
 
-    /// `affinity-HASH8-ns/name/proto/port`, the hash over the service port and its endpoints.
-    static func affinityMap(_ svc: ServicePortPlan) -> String {
+    /// A ClientIP-affinity port's key in the table's `affinity` map: the client address, then
+    /// 64 bits of sha256 over the service port and its endpoints as two constants
+    /// (`numgen random mod 1 offset W` is W: nft 1.0.6 parses no constant in a concatenated
+    /// lookup key). An endpoint change so gives the port a fresh key, and no client stays pinned
+    /// to an endpoint that is gone; the old entries expire unread.
+    static func affinityKey(_ svc: ServicePortPlan, _ family: NftFamily) -> [NftField] {
         let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)"
         let eps = svc.reachableEndpoints.map(\.hostPort).sorted().joined(separator: ",")
-        return "affinity-" + ChainHash.base32SHA256(readable + "|" + eps, count: 8) + "-" + readable
+        let (a, b) = ChainHash.sha256Words(readable + "|" + eps)
+        return [.saddr(family), .numgenRandom(mod: 1, offset: a), .numgenRandom(mod: 1, offset: b)]
     }
 
 }

@@ -58,8 +58,17 @@ final class DataPathTests: XCTestCase {
             only("pod-unknownport", ["ConnectionRefusedError": 2], "an unknown port of a ClusterIP is refused")
         }
         XCTAssertEqual(f["pod-affinity"]?.count, 1, "\(mode): ClientIP affinity must stick to one endpoint: \(f["pod-affinity"] ?? [:])")
-        if mode.hasPrefix("nftables") {
-            // The affinity map full (65,535 clients): a new client is not recorded but still DNATed.
+        XCTAssertEqual(f["pod-affinity"]?.values.reduce(0, +), 12, "\(mode): \(f["pod-affinity"] ?? [:])")
+        // From the node itself (the output path).
+        XCTAssertEqual(f["node-affinity"]?.count, 1, "\(mode): ClientIP affinity must stick from the node too: \(f["node-affinity"] ?? [:])")
+        XCTAssertEqual(f["node-affinity"]?.values.reduce(0, +), 12, "\(mode): \(f["node-affinity"] ?? [:])")
+        // The endpoint change leaves only pod3: a client pinned to pod1 or pod2 (both still up)
+        // must not be sent there any more.
+        let changed = f["pod-affinity-changed"] ?? [:]
+        XCTAssertEqual(changed.values.reduce(0, +), 6, "\(mode): \(changed)")
+        XCTAssertTrue(changed.keys.allSatisfy { $0.hasPrefix("pod3@") }, "\(mode): after an endpoint change affinity must not keep a removed endpoint: \(changed)")
+        if mode == "nftables" || mode == "nftables (4 shards)" {
+            // The affinity map full: a new client is not recorded but still DNATed.
             let full = f["client-affinity-full"] ?? [:]
             XCTAssertEqual(full.values.reduce(0, +), 6, "\(mode): \(full)")
             XCTAssertTrue(full.keys.allSatisfy { $0.hasPrefix("pod") }, "\(mode): a client the full affinity map cannot record must still reach an endpoint: \(full)")

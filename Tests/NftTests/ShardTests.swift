@@ -57,7 +57,8 @@ final class ShardTests: XCTestCase {
         for t in four { XCTAssertNoThrow(try NftDiff.validate(t), t.name) }
 
         // The main table keeps everything but dispatch.
-        let moved: Set<String> = ["services", "nat-prerouting", "nat-output"]
+        // (ClientIP affinity: each table with such service ports records its own clients.)
+        let moved: Set<String> = ["services", "nat-prerouting", "nat-output", "affinity-record", "affinity-prerouting", "affinity-output"]
         XCTAssertEqual(Set(main.chains.map(\.name)),
                        Set(single.chains.map(\.name)).subtracting(moved).filter { !$0.contains("/") }, "per-service chains are named ns/name/proto/port")
         XCTAssertNil(main.sets.first { $0.name == "service-ips" })
@@ -68,7 +69,7 @@ final class ShardTests: XCTestCase {
                        Set(single.sets.first { $0.name == "hairpin" }!.elements))
         XCTAssertEqual(shards[0].chains.first { $0.name == "hairpin-postrouting" }?.base?.priority, 99)
 
-        // Every service chain and affinity map is in exactly one shard, unchanged but for where
+        // Every service chain is in exactly one shard, unchanged but for where
         // its endpoints' slots are (each table deals its own); the dispatch elements are split
         // without loss, each in the shard of the chain it leads to.
         let serviceChains = single.chains.filter { !main.chains.map(\.name).contains($0.name) && !moved.contains($0.name) }
@@ -78,8 +79,21 @@ final class ShardTests: XCTestCase {
             XCTAssertEqual(holders.count, 1, c.name)
             XCTAssertEqual(holders.first.map { resolved($0.chains.first { $0.name == c.name }!, in: $0) }, resolved(c, in: single), c.name)
         }
-        for m in single.sets where m.name.hasPrefix("affinity-") {
-            XCTAssertEqual(shards.filter { $0.sets.contains(m) }.count, 1, m.name)
+        // The affinity dispatch elements too, each in the shard of its record chain; each shard
+        // with affinity records its own clients in its own map.
+        for name in ["affinity-services", "affinity-nodeports"] {
+            let all = single.sets.first { $0.name == name }!.elements
+            XCTAssertFalse(all.isEmpty, name)
+            let split = shards.flatMap { s in s.sets.first { $0.name == name }?.elements ?? [] }
+            XCTAssertEqual(Set(split), Set(all), name)
+            XCTAssertEqual(split.count, all.count, name)
+            for s in shards {
+                for e in s.sets.first(where: { $0.name == name })?.elements ?? [] {
+                    guard case .verdict(let v)? = e.data, let target = v.chain else { continue }
+                    XCTAssertTrue(s.chains.contains { $0.name == target }, "\(name) element of \(s.name) leads out of its table")
+                }
+                XCTAssertEqual(s.sets.contains { $0.name == "affinity" }, s.chains.contains { $0.name == "affinity-record" }, s.name)
+            }
         }
         for name in ["service-ips", "service-nodeports"] {
             let all = single.sets.first { $0.name == name }!.elements

@@ -97,18 +97,23 @@ flow client-lb-blocked     $C  tcp 198.51.100.20 80 2 192.168.50.101
 flow pod-noendpoints       $P1 tcp 10.96.0.11 80 3
 flow pod-unknownport       $P1 tcp 10.96.0.10 81 2
 flow pod-affinity          $P1 tcp 10.96.0.13 80 12
-if [ "$MODE" != ipt ]; then
-  # Fill the affinity map of 10.96.0.13 up to the kernel's limit (65,535 clients; one is there
-  # already): a new client can no longer be recorded and must still reach an endpoint.
-  ip netns exec $N nft list maps | awk '/^table/ {t = $2 " " $3} /map affinity-/ {print t, $2}' |
-  while read -r fam tab map; do
-    python3 -c "import sys; print('add element $fam $tab $map { ' + ', '.join('100.%d.%d.%d : 10.244.0.2 . 8080' % (64 + i // 65536, i // 256 % 256, i % 256) for i in range(65534)) + ' }')" > "$STATE/fill.nft"
-    ip netns exec $N nft -f "$STATE/fill.nft" || exit 3
+flow node-affinity         $N  tcp 10.96.0.13 80 12
+if [ "$MODE" = nft ] || [ "$MODE" = nft-sharded ]; then
+  # Fill the affinity map of the table with 10.96.0.13 up to its size (the pod and the node
+  # are there already): a new client can no longer be recorded and must still reach an endpoint.
+  ip netns exec $N nft list maps | awk '/^table/ {t = $2 " " $3} /map affinity / {print t}' |
+  while read -r fam tab; do
+    size=$(ip netns exec $N nft list map $fam $tab affinity | awk '$1 == "size" {print $2}')
+    have=$(ip netns exec $N nft list map $fam $tab affinity | grep -o expires | wc -l)
+    python3 -c "import sys; print('add element $fam $tab affinity { ' + ', '.join('100.%d.%d.%d . 1 . 2 : 10.244.0.2 . 8080' % (64 + i // 65536, i // 256 % 256, i % 256) for i in range($size - $have)) + ' }')" > "$STATE/fill.nft"
+    ip netns exec $N nft -f "$STATE/fill.nft" >/dev/null 2>&1 || exit 3
+    echo "add element $fam $tab affinity { 100.100.100.100 . 1 . 2 : 10.244.0.2 . 8080 }" | ip netns exec $N nft -f - 2>/dev/null && exit 5
   done
   flow client-affinity-full $C tcp 10.96.0.13 80 6
 fi
 apply "$DIR/slices-changed.yaml"
 flow pod-after-change      $P1 tcp 10.96.0.10 80 12
+flow pod-affinity-changed  $P1 tcp 10.96.0.13 80 6
 if [ "$MODE" != ipt ]; then
   SD=$STATE; [ "$MODE" = nft-large ] && SD=$STATE/st
   ip netns exec $N "$B" cleanup --backend nftables --state-dir "$SD" >/dev/null || exit 3
