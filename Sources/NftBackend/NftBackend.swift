@@ -95,9 +95,11 @@ public enum NftBackend {
     /// the same start: a service port's chains get its fingerprint without endpoint addresses
     /// plus its endpoint counts, bucket and slots (with ClientIP affinity its whole fingerprint:
     /// its affinity key hashes the endpoints); an endpoint map those of its service ports; a
-    /// hairpin set its addresses; in one table the dispatch, no-endpoint, cluster-IP, firewall
-    /// and affinity sets that of every service port without its endpoints (only whether there
-    /// are any), with shards each shard's `affinity` map too. Other chains and sets have none.
+    /// hairpin set its addresses; `affinity-endpoints` those of its affinity service ports and
+    /// the `affinity` map the base alone (it holds no element of ours); in one table the
+    /// dispatch, no-endpoint, cluster-IP, firewall and affinity dispatch sets that of every
+    /// service port without its endpoints (only whether there are any). Other chains and sets
+    /// have none.
     static func buildFamily(_ plan: Plan, name: String, shards: Int, salt: UInt64?) -> (tables: [NftTable], fingerprints: [UInt64], objectFingerprints: [NftObjectFingerprints]) {
         let shards = max(1, min(shards, maxShards))
         // What every fingerprint starts from: the build, the table, the shard count, the settings.
@@ -151,7 +153,7 @@ public enum NftBackend {
                 pc.withoutEndpoints = svc.fingerprintWithoutEndpoints
                 // The sharded main table holds no endpoint: only whether there are any.
                 pc.mainFingerprint = sharded ? pc.withoutEndpoints : pc.fingerprint
-                // The port's map and endpoint-map elements: also where its endpoints sit in its
+                // The port's endpoint-map elements: also where its endpoints sit in its
                 // bucket's map.
                 var h = base
                 h.string("service port"); h.u64(pc.fingerprint)
@@ -235,8 +237,11 @@ public enum NftBackend {
                 pc.serviceChains.append(NftChain(name: extChain, rules: rules))
             }
 
-            // ClientIP affinity: the port's key in the table's `affinity` map (a SHA-256 once).
-            let affinity = svc.affinityTimeout != nil && !svc.reachableEndpoints.isEmpty ? affinityKey(svc, family) : nil
+            // ClientIP affinity: each policy chain's key in the table's `affinity` map (hashing
+            // the chain's own endpoints; a SHA-256 each).
+            let affinityOn = svc.affinityTimeout != nil
+            let clusterKey = affinityOn && svc.usesClusterPolicy ? affinityKey(svc, "cluster", svc.clusterEndpoints) : nil
+            let localKey = affinityOn && svc.usesLocalPolicy ? affinityKey(svc, "local", svc.localEndpoints) : nil
 
             // Policy chains: endpoint selection.
             for (chain, target, eps) in [(svcChain, PolicyTarget.cluster, svc.clusterEndpoints), (localChain, .local, svc.localEndpoints)] {
@@ -249,27 +254,34 @@ public enum NftBackend {
                 let first = target == .cluster ? slots[i].cluster : slots[i].local
                 let uniform = NftRule(.dnatFromMap([.numgenRandom(mod: UInt32(eps.count), offset: first)],
                                                    map: endpointMapName(slots[i].bucket), family: family, withPort: true, l4proto: p),
-                                      comment: affinity == nil ? nil : "new client")
+                                      comment: affinityOn ? "new client" : nil)
                 for (k, ep) in eps.enumerated() {
                     pc.endpointSlots.append(.mapping([.integer(first + UInt32(k))], to: [value(ep.ip), .port(UInt16(ep.port))]))
                 }
-                if let affinity {
+                if let key = target == .cluster ? clusterKey : localKey {
                     // ClientIP affinity: a known client goes straight to the endpoint recorded
-                    // for it; a new one takes the uniform choice, and the `affinity-…` chain
-                    // records where it went once the DNAT is done (`addAffinity`).
-                    rules.append(NftRule(.dnatFromMap(affinity, map: "affinity", family: family, withPort: true, l4proto: p),
+                    // for it under this chain's key; a new one takes the uniform choice, and the
+                    // `affinity-…` chain records where it went once the DNAT is done
+                    // (`addAffinity`), if that is one of this chain's endpoints.
+                    rules.append(NftRule(.dnatFromMap([saddr] + key.fields, map: "affinity", family: family, withPort: true, l4proto: p),
                                          comment: "known client"))
+                    for ep in eps { pc.affinityEndpoints.append(NftElement(key: key.values + [value(ep.ip), .port(UInt16(ep.port))])) }
                 }
                 rules.append(uniform)
                 pc.serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
-            if let timeout = svc.affinityTimeout, let affinity {
+            if let timeout = svc.affinityTimeout, clusterKey != nil || localKey != nil {
                 // Recording a new client after the DNAT, reached from `affinity-record` through
-                // this port's addresses and node port (the connection's original destination).
+                // this port's addresses and node port (the connection's original destination):
+                // under each chain's key whose endpoints include the one the DNAT chose. (So a
+                // remote endpoint is never recorded for the local chain, and an endpoint chosen
+                // by rules an endpoint change has just replaced is not recorded under the new key.)
                 let record = "affinity-" + sfx
-                pc.serviceChains.append(NftChain(name: record, comment: spn, rules: [
-                    NftRule(.dynset(.update, set: "affinity", key: affinity, data: [daddr, .thDport], timeoutMs: UInt64(timeout) * 1000)),
-                ]))
+                let endpoint: [NftField] = [daddr, .thDport]
+                pc.serviceChains.append(NftChain(name: record, comment: spn, rules: [clusterKey, localKey].compactMap { $0 }.map { key in
+                    NftRule(.lookup(key.fields + endpoint, set: "affinity-endpoints"),
+                            .dynset(.update, set: "affinity", key: [saddr] + key.fields, data: endpoint, timeoutMs: UInt64(timeout) * 1000))
+                }))
                 for e in pc.serviceIPs { pc.affinityServices.append(.verdict(e.key.start, .goto(record), comment: spn)) }
                 for e in pc.nodePorts { pc.affinityNodePorts.append(.verdict(e.key.start, .goto(record), comment: spn)) }
                 pc.affinityProtocol = p
@@ -456,12 +468,20 @@ public enum NftBackend {
         for i in pieces.indices { portsOfShard[pieces[i].shard].append(i) }
         func portSetPrints(shard k: Int, hairpin: Hairpin) -> [String: UInt64] {
             var m = hairpin.prints
+            // The affinity map holds no element of ours (its declaration: the base); the
+            // endpoints of each key: those of the table's affinity service ports.
+            var a = base!, e = base!
+            a.string("affinity map")
+            e.string("affinity endpoints")
+            for i in portsOfShard[k] where pieces[i].affinityProtocol != nil { e.u64(pieces[i].fingerprint) }
+            m["affinity"] = a.value
+            m["affinity-endpoints"] = e.value
             for b in 0..<buckets where !endpointMapPieces[k * buckets + b].isEmpty { m[endpointMapName(b)] = endpointMapPrint(k, b) }
             return m
         }
         let sharedSets = ["service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
                           "cluster-ips", "firewall-ips", "firewall-allow", "nodeport-ips",
-                          "affinity", "affinity-services", "affinity-nodeports"]
+                          "affinity-services", "affinity-nodeports"]
         guard sharded else {
             addAffinity(&t, affinity, family: family, shards: shards)
             let fixed = t.chains.count
@@ -512,7 +532,6 @@ public enum NftBackend {
                 // The shard's dispatch maps also depend on keys lost to other shards: digested.
                 var setPrints = portSetPrints(shard: k, hairpin: shardHairpinObjects)
                 setPrints["nodeport-ips"] = sharedPrint
-                setPrints["affinity"] = sharedPrint
                 tablePrints.append(objectPrints(s, fixed: fixed, ports: portsOfShard[k], setPrints: setPrints))
             }
             tables.append(s)
@@ -523,12 +542,12 @@ public enum NftBackend {
 
     /// The ClientIP-affinity objects of a table's service ports.
     struct AffinityParts {
-        var services = [NftElement](), nodePorts = [NftElement]()
+        var services = [NftElement](), nodePorts = [NftElement](), endpoints = [NftElement]()
         var protocols = Set<NftL4Proto>()
 
         mutating func add(_ pc: ServicePieces) {
             guard let p = pc.affinityProtocol else { return }
-            services += pc.affinityServices; nodePorts += pc.affinityNodePorts
+            services += pc.affinityServices; nodePorts += pc.affinityNodePorts; endpoints += pc.affinityEndpoints
             protocols.insert(p)
         }
     }
@@ -559,6 +578,8 @@ public enum NftBackend {
         t.add(NftSet.map("affinity", .typeof([saddr, .numgenRandom(mod: 1), .numgenRandom(mod: 1)]), .typeof([daddr, .thDport]),
                          flags: [.dynamic, .timeout], size: affinityMapSize(shards: shards),
                          comment: "ClientIP affinity: client . service port key -> endpoint"))
+        t.add(NftSet.set("affinity-endpoints", .typeof([.numgenRandom(mod: 1), .numgenRandom(mod: 1), daddr, .thDport]),
+                         comment: "ClientIP affinity: the endpoints of each key", elements: unique(parts.endpoints)))
         let services = unique(parts.services), nodePorts = unique(parts.nodePorts)
         if !services.isEmpty {
             t.add(NftSet.vmap("affinity-services", .types([addr, .inetProto, .inetService]), comment: "ClientIP affinity by original destination", elements: services))
@@ -607,14 +628,16 @@ public enum NftBackend {
         var clusterIP: IPAddress?
         var shard = 0, bucket = 0
         var fingerprint: UInt64 = 0, mainFingerprint: UInt64 = 0
-        /// `fingerprintWithoutEndpoints`, and the fingerprint of the port's chains and map.
+        /// `fingerprintWithoutEndpoints`, and the fingerprints of the port's endpoint-map
+        /// elements and of its chains.
         var withoutEndpoints: UInt64 = 0, objectFingerprint: UInt64 = 0, chainFingerprint: UInt64 = 0
         /// Elements of the bucket's endpoint map (slot -> address . port).
         var endpointSlots = [NftElement]()
         var hairpin = [IPAddress]()
         var serviceChains = [NftChain]()
-        /// With ClientIP affinity: its `affinity-record` dispatch elements and protocol.
-        var affinityServices = [NftElement](), affinityNodePorts = [NftElement]()
+        /// With ClientIP affinity: its `affinity-record` dispatch elements, its `affinity-endpoints`
+        /// elements (key . endpoint) and protocol.
+        var affinityServices = [NftElement](), affinityNodePorts = [NftElement](), affinityEndpoints = [NftElement]()
         var affinityProtocol: NftL4Proto?
     }
 
@@ -851,16 +874,21 @@ public enum NftBackend {
         return out
     }
 
-    /// A ClientIP-affinity port's key in the table's `affinity` map: the client address, then
-    /// 64 bits of sha256 over the service port and its endpoints as two constants
-    /// (`numgen random mod 1 offset W` is W: nft 1.0.6 parses no constant in a concatenated
-    /// lookup key). An endpoint change so gives the port a fresh key, and no client stays pinned
-    /// to an endpoint that is gone; the old entries expire unread.
-    static func affinityKey(_ svc: ServicePortPlan, _ family: NftFamily) -> [NftField] {
+    /// A policy chain's key in the table's `affinity` map (after the client address): 64 bits of
+    /// sha256 over the service port, the chain (cluster or local) and its endpoints, as two
+    /// constants (`numgen random mod 1 offset W` is W: nft 1.0.6 parses no constant in a
+    /// concatenated lookup key). An endpoint change so gives the chain a fresh key, and no
+    /// client stays pinned to an endpoint that is gone; the old entries expire unread.
+    struct AffinityKey {
+        var fields: [NftField], values: [NftValue]
+    }
+
+    static func affinityKey(_ svc: ServicePortPlan, _ chain: String, _ endpoints: [PlannedEndpoint]) -> AffinityKey {
         let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)"
-        let eps = svc.reachableEndpoints.map(\.hostPort).sorted().joined(separator: ",")
-        let (a, b) = ChainHash.sha256Words(readable + "|" + eps)
-        return [.saddr(family), .numgenRandom(mod: 1, offset: a), .numgenRandom(mod: 1, offset: b)]
+        let eps = endpoints.map(\.hostPort).sorted().joined(separator: ",")
+        let (a, b) = ChainHash.sha256Words(readable + "|" + chain + "|" + eps)
+        return AffinityKey(fields: [.numgenRandom(mod: 1, offset: a), .numgenRandom(mod: 1, offset: b)],
+                           values: [.integer(a), .integer(b)])
     }
 
 }

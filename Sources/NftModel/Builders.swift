@@ -236,26 +236,6 @@ public struct NftStatement: Sendable, Hashable {
         return NftStatement(e)
     }
 
-    /// `update @map { K : V1 . V2 … }` with constant data (e.g. an endpoint's address and port).
-    public static func dynset(_ op: NftDynsetOp, set: String, key: [NftField], constantData: [NftValue],
-                              timeoutMs: UInt64? = nil) -> NftStatement {
-        var e = dependency(of: key)
-        var slot = 0
-        for f in key {
-            e.append(f.load(into: .at(slot: slot)))
-            slot += f.registerWords
-        }
-        // nft starts the data on the next 128-bit boundary after the key.
-        slot = (slot + 3) / 4 * 4
-        let dreg = NftRegister.at(slot: slot)
-        for v in constantData {
-            e.append(.immediateData(dreg: .at(slot: slot), data: v.bytes))
-            slot += (v.bytes.count + 3) / 4
-        }
-        e.append(.dynset(op: op, set: set, sregKey: .r1, sregData: dreg, timeoutMs: timeoutMs))
-        return NftStatement(e)
-    }
-
     // MARK: terminal statements
 
     public static func verdict(_ v: NftVerdict) -> NftStatement { NftStatement([.verdict(v)]) }

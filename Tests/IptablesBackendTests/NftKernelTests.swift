@@ -196,4 +196,35 @@ final class NftApplyCLITests: XCTestCase {
         XCTAssertEqual(l.status, 0, l.stderr)
         XCTAssertEqual(try String(contentsOfFile: tmp.path + "/applied", encoding: .utf8), l.stdout)
     }
+
+    /// ClientIP affinity in IPv6: the record rule (`update @affinity { ip6 saddr . KEY : ip6 daddr
+    /// . th dport }`) is more than nft 1.0.6 can put into registers when it parses text (it
+    /// aborts; it could not parse the earlier per-endpoint layout either), but the kernel takes it
+    /// over netlink: apply, list, a second apply and diff find nothing to change.
+    func testIPv6AffinityAppliesAndLists() throws {
+        let unshare = try requireNamespaces()
+        let bin = TestSupport.binary.path
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kr-nft6aff-\(getpid())")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let fixture = TestSupport.fixtures.appendingPathComponent("dual-stack-ipv6/cluster.yaml")
+        let yaml = try String(contentsOf: fixture, encoding: .utf8)
+            .replacingOccurrences(of: "  type: LoadBalancer\n", with: "  type: LoadBalancer\n  sessionAffinity: ClientIP\n")
+        XCTAssertTrue(yaml.contains("sessionAffinity"))
+        try Data(yaml.utf8).write(to: tmp.appendingPathComponent("c.yaml"))
+        let args = "--backend nftables --ip-family ipv6 --node-name node-a --state-dir '' \(tmp.path)/c.yaml"
+        let r = try sh(unshare, """
+            set -e
+            \(bin) apply \(args) > /dev/null
+            nft list table ip6 kuberules > \(tmp.path)/list
+            \(bin) apply \(args)
+            \(bin) diff \(args)
+            """)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("; 0 messages,"), r.stdout)
+        XCTAssertTrue(r.stdout.hasSuffix("no differences\n"), r.stdout)
+        let list = try String(contentsOfFile: tmp.path + "/list", encoding: .utf8)
+        XCTAssertTrue(list.contains(". ip6 daddr . th dport @affinity-endpoints update @affinity { ip6 saddr . numgen random mod 1 offset "), list)
+        XCTAssertTrue(list.contains("map @affinity comment \"known client\""), list)
+    }
 }
