@@ -8,7 +8,7 @@ import Parallel
 /// by one DNAT rule per service chain that looks a random slot up in an endpoint map shared by
 /// a bucket of service ports (`endpointSlots`), so that a full load binds no anonymous set and
 /// creates no per-endpoint chain or rule (ClientIP affinity: one timeout map per table, filled
-/// after the DNAT by one rule per service port; `addAffinity`). See docs/nftables.md.
+/// after the DNAT by one rule per policy chain; `addAffinity`). See docs/nftables.md.
 public enum NftBackend {
     public static let defaultTable = "kuberules"
 
@@ -260,9 +260,8 @@ public enum NftBackend {
                 }
                 if let key = target == .cluster ? clusterKey : localKey {
                     // ClientIP affinity: a known client goes straight to the endpoint recorded
-                    // for it under this chain's key; a new one takes the uniform choice, and the
-                    // `affinity-…` chain records where it went once the DNAT is done
-                    // (`addAffinity`), if that is one of this chain's endpoints.
+                    // for it under this chain's key; a new one takes the uniform choice, and a
+                    // record chain (below) notes where it went once the DNAT is done.
                     rules.append(NftRule(.dnatFromMap([saddr] + key.fields, map: "affinity", family: family, withPort: true, l4proto: p),
                                          comment: "known client"))
                     for ep in eps { pc.affinityEndpoints.append(NftElement(key: key.values + [value(ep.ip), .port(UInt16(ep.port))])) }
@@ -271,21 +270,48 @@ public enum NftBackend {
                 pc.serviceChains.append(NftChain(name: chain, comment: spn, rules: rules))
             }
             if let timeout = svc.affinityTimeout, clusterKey != nil || localKey != nil {
-                // Recording a new client after the DNAT, reached from `affinity-record` through
-                // this port's addresses and node port (the connection's original destination):
-                // under each chain's key whose endpoints include the one the DNAT chose. (So a
-                // remote endpoint is never recorded for the local chain, and an endpoint chosen
-                // by rules an endpoint change has just replaced is not recorded under the new key.)
-                let record = "affinity-" + sfx
+                // Recording a new client after the DNAT, reached from `affinity-record` by the
+                // connection's original destination, under the key of the policy chain that
+                // chose its endpoint: `affinity-…` for the cluster chain's, `affinity-local-…`
+                // for the local chain's, and for external traffic with eTP=Local
+                // `affinity-external-…`, which picks between them as `external-…` does. Each
+                // records only an endpoint of its key (`affinity-endpoints`): an endpoint chosen
+                // by rules that an endpoint change has just replaced is not recorded under the
+                // new key, nor is the endpoint of another service whose port equals a node port.
                 let endpoint: [NftField] = [daddr, .thDport]
-                pc.serviceChains.append(NftChain(name: record, comment: spn, rules: [clusterKey, localKey].compactMap { $0 }.map { key in
-                    NftRule(.lookup(key.fields + endpoint, set: "affinity-endpoints"),
-                            .dynset(.update, set: "affinity", key: [saddr] + key.fields, data: endpoint, timeoutMs: UInt64(timeout) * 1000))
-                }))
-                for e in pc.serviceIPs { pc.affinityServices.append(.verdict(e.key.start, .goto(record), comment: spn)) }
-                for e in pc.nodePorts { pc.affinityNodePorts.append(.verdict(e.key.start, .goto(record), comment: spn)) }
+                let recordCluster = "affinity-" + sfx, recordLocal = "affinity-local-" + sfx
+                for (name, key) in [(recordCluster, clusterKey), (recordLocal, localKey)] {
+                    guard let key else { continue }
+                    pc.serviceChains.append(NftChain(name: name, comment: spn, rules: [
+                        NftRule(.lookup(key.fields + endpoint, set: "affinity-endpoints"),
+                                .dynset(.update, set: "affinity", key: [saddr] + key.fields, data: endpoint, timeoutMs: UInt64(timeout) * 1000)),
+                    ]))
+                }
+                let cluster = clusterKey != nil ? recordCluster : nil, local = localKey != nil ? recordLocal : nil
+                let internalRecord = svc.internalPolicyLocal ? local : cluster
+                var externalRecord = svc.externalPolicyLocal ? nil : cluster
+                if svc.externalPolicyLocal && svc.usesExternalDispatch {
+                    var rules = [NftRule]()
+                    if let cluster {
+                        if let ifLocal { rules.append(NftRule(ifLocal, .goto(cluster))) }
+                        rules.append(NftRule(.match(.fib(.saddr, .addrType), .eq, .fibAddrType(.local)), .goto(cluster)))
+                    }
+                    if let local { rules.append(NftRule(.goto(local))) }
+                    let name = "affinity-external-" + sfx
+                    pc.serviceChains.append(NftChain(name: name, comment: spn, rules: rules))
+                    externalRecord = name
+                }
+                // The same addresses and node port as the dispatch above.
+                if svc.hasInternalEndpoints, let r = internalRecord {
+                    pc.affinityServices.append(.verdict(key(svc.clusterIP), .goto(r), comment: spn))
+                }
+                if svc.hasEndpoints, let r = externalRecord {
+                    for ip in svc.externalIPs + svc.loadBalancerIPs { pc.affinityServices.append(.verdict(key(ip), .goto(r), comment: spn)) }
+                    if svc.nodePort != 0 {
+                        pc.affinityNodePorts.append(.verdict([.proto(p), .port(UInt16(svc.nodePort))], .goto(r), comment: spn))
+                    }
+                }
                 pc.affinityProtocol = p
-                for ep in svc.reachableEndpoints { pc.hairpin.append(ep.ip) }
             }
             return pc
         }
@@ -564,12 +590,13 @@ public enum NftBackend {
     }
 
     /// A table's ClientIP affinity, when it holds service ports with it: one `affinity` map
-    /// (client . port key -> endpoint address . port, entries expiring as each port's
-    /// `timeoutSeconds` says), and the recording after the DNAT: base chains at dstnat+1 that send
-    /// a new DNATed connection to `affinity-record`, which finds the port's `affinity-…` chain
-    /// by the connection's original destination (address, protocol, port; or protocol and node
-    /// port). That chain records the client with the endpoint the DNAT chose, and each later
-    /// connection refreshes it, as kube-proxy's `recent` lists do.
+    /// (client . policy chain key -> endpoint address . port, entries expiring as each port's
+    /// `timeoutSeconds` says), the endpoints of each key (`affinity-endpoints`), and the
+    /// recording after the DNAT: base chains at dstnat+1 that send a new DNATed connection to
+    /// `affinity-record`, which finds the port's record chain by the connection's original
+    /// destination (address, protocol, port; or protocol and node port). That chain records the
+    /// client with the endpoint the DNAT chose, and each later connection refreshes it, as
+    /// kube-proxy's `recent` lists do.
     static func addAffinity(_ t: inout NftTable, _ parts: AffinityParts, family: NftFamily, shards: Int) {
         guard !parts.protocols.isEmpty else { return }
         let addr: NftDataType = family == .ip ? .ipv4Addr : .ipv6Addr
@@ -577,7 +604,7 @@ public enum NftBackend {
         let origDaddr = NftField.ct(family == .ip ? .dstIP : .dstIP6, .original), origPort = NftField.ct(.protoDst, .original)
         t.add(NftSet.map("affinity", .typeof([saddr, .numgenRandom(mod: 1), .numgenRandom(mod: 1)]), .typeof([daddr, .thDport]),
                          flags: [.dynamic, .timeout], size: affinityMapSize(shards: shards),
-                         comment: "ClientIP affinity: client . service port key -> endpoint"))
+                         comment: "ClientIP affinity: client . policy chain key -> endpoint"))
         t.add(NftSet.set("affinity-endpoints", .typeof([.numgenRandom(mod: 1), .numgenRandom(mod: 1), daddr, .thDport]),
                          comment: "ClientIP affinity: the endpoints of each key", elements: unique(parts.endpoints)))
         let services = unique(parts.services), nodePorts = unique(parts.nodePorts)

@@ -52,6 +52,9 @@ final class DataPathTests: XCTestCase {
         // eTP=Local: only the local endpoint, client source kept; LB source ranges let .100 in and drop .101.
         only("client-local-nodeport", ["pod1@192.168.50.100": 12], "eTP=Local reaches only local endpoints and keeps the source")
         only("client-lb-allowed", ["pod1@192.168.50.100": 6], "the allowed source reaches the LB IP")
+        if mode.hasPrefix("nftables") {
+            only("records-client-local", ["entries": 1], "eTP=Local with affinity records the client once, under the local chain's key")
+        }
         only("client-lb-blocked", ["TimeoutError": 2], "a source outside loadBalancerSourceRanges is dropped")
         only("pod-noendpoints", ["ConnectionRefusedError": 3], "no endpoints: REJECT at once, not a timeout")
         if mode.hasPrefix("nftables") {  // kube-proxy's iptables mode has no such rule; its nftables mode does

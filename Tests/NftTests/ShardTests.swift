@@ -275,6 +275,9 @@ final class ShardTests: XCTestCase {
             ("a local endpoint", { $0.localEndpoints = [ep] }),
             ("endpoint address", { $0.clusterEndpoints[0] = ep; $0.reachableEndpoints[0] = ep }),
             ("affinity", { $0.affinityTimeout = 99 }),
+            // Affinity with a local policy chain: a second key, record chains by entry path.
+            ("affinity, external local policy", { $0.affinityTimeout = 99; $0.nodePort = 31997; $0.externalPolicyLocal = true; $0.localEndpoints = [ep] }),
+            ("affinity, internal local policy", { $0.affinityTimeout = 99; $0.internalPolicyLocal = true; $0.localEndpoints = [ep] }),
             ("proto", { $0.proto = $0.proto == .tcp ? .udp : .tcp }),
         ]
         mutations.append(("healthCheckNodePort", { $0.healthCheckNodePort = 32000 }))

@@ -92,6 +92,10 @@ flow client-clusterip      $C  tcp 10.96.0.10 80 9
 flow client-nodeport       $C  tcp 192.168.50.1 30080 9
 flow client-externalip     $C  tcp 198.51.100.10 80 6
 flow client-local-nodeport $C  tcp 192.168.50.1 30081 12
+if [ "$MODE" != ipt ]; then
+  # eTP=Local with ClientIP affinity: the client is recorded once, under the local chain's key.
+  echo "FLOW records-client-local entries=$(ip netns exec $N nft list ruleset | grep -c '192\.168\.50\.100 \. [0-9]* \. [0-9]* timeout')"
+fi
 flow client-lb-allowed     $C  tcp 198.51.100.20 80 6 192.168.50.100
 flow client-lb-blocked     $C  tcp 198.51.100.20 80 2 192.168.50.101
 flow pod-noendpoints       $P1 tcp 10.96.0.11 80 3
