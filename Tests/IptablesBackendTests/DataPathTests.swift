@@ -6,13 +6,13 @@ import XCTest
 final class DataPathTests: XCTestCase {
     typealias Flows = [String: [String: Int]]
 
-    func run(_ mode: String) throws -> Flows {
+    func run(_ mode: String, script name: String = "run.sh") throws -> Flows {
         guard TestSupport.isRoot else { throw XCTSkip("needs root to create network namespaces (CI runs as root)") }
         guard TestSupport.which("ip") != nil, TestSupport.which("python3") != nil else { throw XCTSkip("needs iproute2 and python3") }
         guard let unshare = TestSupport.which("unshare") else { throw XCTSkip("unshare not installed") }
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("datapath/run.sh").path
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("datapath/" + name).path
         // The script itself also runs in a throwaway namespace: not even a veth is created in ours.
-        let r = try TestSupport.run(unshare, ["-n", "/bin/bash", script, TestSupport.binary.path, mode])
+        let r = try TestSupport.run(unshare, ["-n", "/bin/bash", script, TestSupport.binary.path] + (mode.isEmpty ? [] : [mode]))
         XCTAssertEqual(r.status, 0, r.stderr)
         var flows = Flows()
         for line in r.stdout.split(separator: "\n") {
@@ -96,6 +96,22 @@ final class DataPathTests: XCTestCase {
     /// with a state directory (the change is planned from object fingerprints).
     func testNftablesLarge() throws {
         check(try run("nft-large"), "nftables (9,000 more endpoints)")
+    }
+
+    /// ClientIP affinity in IPv6 (datapath/run6.sh): the record rule that nft 1.0.6 cannot load
+    /// from text works as applied over netlink. An external client and the node each stick to
+    /// one pod, a plain service beside it still spreads, and each client is recorded once.
+    func testNftablesIPv6Affinity() throws {
+        let f = try run("", script: "run6.sh")
+        for flow in ["client-affinity6", "node-affinity6"] {
+            XCTAssertEqual(f[flow]?.count, 1, "\(flow): ClientIP affinity must stick to one endpoint: \(f[flow] ?? [:])")
+            XCTAssertEqual(f[flow]?.values.reduce(0, +), 12, "\(flow): \(f[flow] ?? [:])")
+            XCTAssertTrue(f[flow]?.keys.allSatisfy { $0.hasPrefix("pod") } ?? false, "\(flow): \(f[flow] ?? [:])")
+        }
+        XCTAssertEqual(f["client-plain6"]?.count, 2, "without affinity both pods answer: \(f["client-plain6"] ?? [:])")
+        XCTAssertEqual(f["client-plain6"]?.values.reduce(0, +), 30)
+        XCTAssertEqual(f["records6"], ["entries": 2], "one entry per client")
+        XCTAssertEqual(f["LEFT"], ["0": 1], "cleanup must leave none of our rules")
     }
 
     func testIptables() throws {
