@@ -56,8 +56,13 @@ public enum NftBackend {
     /// The readable per-service-port name `ns/name/proto/port` and its 8-character hash prefix,
     /// as kube-proxy's nftables mode names its chains.
     static func suffix(_ svc: ServicePortPlan) -> String {
-        let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)"
+        let readable = readableName(svc)
         return ChainHash.base32SHA256(readable, count: 8) + "-" + readable
+    }
+
+    /// `ns/name/proto/port`.
+    static func readableName(_ svc: ServicePortPlan) -> String {
+        "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)"
     }
 
     static func value(_ ip: IPAddress) -> NftValue {
@@ -216,14 +221,14 @@ public enum NftBackend {
                 }
             }
 
-            // External destinations.
+            // External destinations (and, with affinity, their recording).
+            let localSrc = NftStatement.match(.fib(.saddr, .addrType), .eq, .fibAddrType(.local))
             if svc.usesExternalDispatch {
                 var rules = [NftRule]()
                 if !svc.externalPolicyLocal {
                     rules.append(NftRule(.jump("mark-for-masquerade"), comment: "masquerade traffic for external destinations"))
                 } else {
                     if let ifLocal { rules.append(NftRule(ifLocal, .goto(svcChain), comment: "short-circuit pod traffic")) }
-                    let localSrc = NftStatement.match(.fib(.saddr, .addrType), .eq, .fibAddrType(.local))
                     rules.append(NftRule(localSrc, .jump("mark-for-masquerade"), comment: "masquerade local traffic"))
                     rules.append(NftRule(localSrc, .goto(svcChain), comment: "short-circuit local traffic"))
                 }
@@ -294,7 +299,7 @@ public enum NftBackend {
                     var rules = [NftRule]()
                     if let cluster {
                         if let ifLocal { rules.append(NftRule(ifLocal, .goto(cluster))) }
-                        rules.append(NftRule(.match(.fib(.saddr, .addrType), .eq, .fibAddrType(.local)), .goto(cluster)))
+                        rules.append(NftRule(localSrc, .goto(cluster)))
                     }
                     if let local { rules.append(NftRule(.goto(local))) }
                     let name = "affinity-external-" + sfx
@@ -580,9 +585,9 @@ public enum NftBackend {
 
     /// Clients an `affinity` map holds: 262,144 per table, split over the shards (divided by the
     /// power of two at or above their count; at least 65,536 each). Fixed, so that a service
-    /// added or removed never recreates the map. (The kernel sizes the map's hash table for this many when it creates it, 4 MB, and shrinks it
-    /// once entries expire. kube-proxy's nftables mode holds 65,535 clients per endpoint; its
-    /// iptables mode, through xt_recent, 100.)
+    /// added or removed never recreates the map. (The kernel sizes the map's hash table for this
+    /// many when it creates it, 4 MB, and shrinks it once entries expire. kube-proxy's nftables
+    /// mode holds 65,535 clients per endpoint; its iptables mode, through xt_recent, 100.)
     static func affinityMapSize(shards: Int) -> UInt32 {
         var p = 1
         while p < shards { p <<= 1 }
@@ -911,7 +916,7 @@ public enum NftBackend {
     }
 
     static func affinityKey(_ svc: ServicePortPlan, _ chain: String, _ endpoints: [PlannedEndpoint]) -> AffinityKey {
-        let readable = "\(svc.name.namespace)/\(svc.name.name)/\(svc.proto.lower)/\(svc.name.port)"
+        let readable = readableName(svc)
         let eps = endpoints.map(\.hostPort).sorted().joined(separator: ",")
         let (a, b) = ChainHash.sha256Words(readable + "|" + chain + "|" + eps)
         return AffinityKey(fields: [.numgenRandom(mod: 1, offset: a), .numgenRandom(mod: 1, offset: b)],
